@@ -1,0 +1,640 @@
+"""REMI + BPE over MidiTok: the tokenizer of the "Maestro-REMI-bpe20k" seed model.
+
+:class:`REMITokenizer` wraps ``miditok.REMI`` and saves MidiTok's own ``tokenizer.json``, so
+``miditok.REMI(params=dir / "tokenizer.json")`` loads what midilm trains (the seed's users
+load it that way). :class:`REMIConfig` holds the seed's settings as defaults (*Byte Pair
+Encoding for Symbolic Music*, Fradet et al., 2023): pitches 21–108, beat resolution
+{(0,1):8, (1,2):4, (2,4):2, (4,8):1}, 16 velocities, no chord / rest / tempo / program /
+time-signature tokens, special tokens PAD, MASK, BOS, EOS, SEP.
+
+What a REMI sequence keeps, and what it loses (single-stream mode, the default):
+
+* **Tracks.** Drum tracks are dropped; the notes of every other track are merged into one
+  piano stream (program 0) before MidiTok sees the score. Programs, track names, pedals,
+  controllers, tempos, key and time signatures are not encoded.
+* **Time.** Every bar is 4/4 (no time-signature tokens: a 3/4 piece is cut into 4-beat
+  "bars"). Onsets are rounded to 1/8 beat (32 positions per bar). Durations are rounded to
+  the nearest of: 1/8-beat steps up to 1 beat, 1/4 up to 2 beats, 1/2 up to 4 beats, whole
+  beats up to 8 beats; longer notes are clipped to 8 beats. Decoded scores have 8 ticks per
+  quarter, 120 bpm, 4/4.
+* **Notes.** Pitches outside ``[min_pitch, max_pitch]`` are deleted. Velocities are rounded
+  to the nearest of ``num_velocities`` values (7, 15, …, 127 for 16). Two notes with the same
+  pitch and the same (rounded) onset are one note: MidiTok keeps the one sorted first by
+  (duration, velocity), i.e. the shortest.
+
+:meth:`REMITokenizer.preprocess` returns exactly that reduced score: ``decode(encode(s))``
+gives back its notes. With ``multitrack=True`` there is one stream with a *Program* token
+before each note (MidiTok's REMI+ without time signatures): tracks of the same program are
+merged, drums are kept (as ``PitchDrum`` tokens, pitches 27–88).
+
+BPE is learned over whole pieces (``encode_ids_split="no"``), as MidiTok 2.x did for the seed:
+MidiTok 3's default per-bar split adds a Metaspace pre-tokenizer whose bare "▁" token expands
+to no base token at all, which neither a grammar nor a language model wants.
+
+It does not add BOS/EOS to encoded sequences (dataset preparation does), and it knows nothing
+about models or sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import miditok
+import numpy as np
+import symusic
+from miditok import TokSequence
+from symusic.core import ScoreTick
+
+from midilm.config import FrozenConfig
+from midilm.errors import ConfigError, TokenizerMismatchError, UnknownTokenError
+from midilm.tokenization.base import TOKENIZER_JSON, read_midilm_json, write_midilm_json
+from midilm.tokenization.remi_grammar import REMIGrammar
+
+__all__ = ["BPE_JOINER", "REMIConfig", "REMITokenizer"]
+
+#: Joins the base tokens of a learned BPE token into its readable name
+#: (``"Position_0+Pitch_60+Velocity_95+Duration_1.0.4"``); no MidiTok token contains it.
+BPE_JOINER = "+"
+
+_SPECIAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+_REQUIRED_SPECIALS = ("PAD", "BOS", "EOS")
+_MIDITOK_CLASS = "REMI"
+_MIDITOK_2_CONF = "tokenizer.conf"
+
+
+@dataclasses.dataclass(frozen=True)
+class REMIConfig(FrozenConfig):
+    """Settings of a REMI vocabulary; the defaults are the seed's ("Maestro-REMI-bpe20k").
+
+    ``min_pitch`` and ``max_pitch`` are both inclusive (MidiTok 3 reads its ``pitch_range``
+    inclusively; the seed's MidiTok 2 ``range(21, 109)`` is the same 88 keys, 21–108).
+    ``beat_res`` is a tuple of ``(start_beat, end_beat, positions_per_beat)`` triples: the
+    duration grid of notes lasting between ``start_beat`` and ``end_beat`` beats; the
+    finest resolution is also the onset grid. ``special_tokens`` are names without value
+    (MidiTok spells them ``PAD_None`` …); PAD, BOS and EOS are required. ``multitrack``
+    switches to one stream with Program tokens (for non-piano corpora). The vocabulary size
+    is not a setting: it is the result of :meth:`REMITokenizer.train`.
+    """
+
+    min_pitch: int = 21
+    max_pitch: int = 108
+    # ``tuple[int, ...]`` rather than ``tuple[int, int, int]``: midilm.config mis-checks
+    # fixed-length tuple hints (it swaps hint and value); the length is checked below.
+    beat_res: tuple[tuple[int, ...], ...] = ((0, 1, 8), (1, 2, 4), (2, 4, 2), (4, 8, 1))
+    num_velocities: int = 16
+    special_tokens: tuple[str, ...] = ("PAD", "MASK", "BOS", "EOS", "SEP")
+    multitrack: bool = False
+
+    def _validate(self) -> None:
+        name = type(self).__name__
+        if not 0 <= self.min_pitch < self.max_pitch <= 127:
+            raise ConfigError(
+                f"{name}.min_pitch/max_pitch: need 0 <= min_pitch < max_pitch <= 127, "
+                f"received {self.min_pitch}, {self.max_pitch}"
+            )
+        if not self.beat_res or any(len(triple) != 3 for triple in self.beat_res):
+            raise ConfigError(
+                f"{name}.beat_res: needs (start_beat, end_beat, positions_per_beat) triples, "
+                f"received {self.beat_res!r}"
+            )
+        expected_start = 0
+        finest = max(res for _, _, res in self.beat_res)
+        for start, end, res in self.beat_res:
+            if start != expected_start or end <= start or res < 1 or finest % res != 0:
+                raise ConfigError(
+                    f"{name}.beat_res: ranges must start at beat 0, follow each other "
+                    f"without gaps, and have resolutions >= 1 that divide the finest one "
+                    f"({finest}); received {self.beat_res!r}"
+                )
+            expected_start = end
+        if not 1 <= self.num_velocities <= 127:
+            raise ConfigError(
+                f"{name}.num_velocities: must be within 1 and 127, received {self.num_velocities}"
+            )
+        bad = [s for s in self.special_tokens if not _SPECIAL_NAME.match(s)]
+        if bad:
+            raise ConfigError(
+                f"{name}.special_tokens: names are letters and digits only (MidiTok adds "
+                f"'_None'), received {bad!r}"
+            )
+        if len(set(self.special_tokens)) != len(self.special_tokens):
+            raise ConfigError(
+                f"{name}.special_tokens: duplicated names, received {self.special_tokens!r}"
+            )
+        missing = [s for s in _REQUIRED_SPECIALS if s not in self.special_tokens]
+        if missing:
+            raise ConfigError(
+                f"{name}.special_tokens: must include {', '.join(_REQUIRED_SPECIALS)}; "
+                f"received {self.special_tokens!r}"
+            )
+
+    @property
+    def positions_per_beat(self) -> int:
+        """The onset grid: the finest ``beat_res`` resolution (8 for the seed)."""
+        return max(res for _, _, res in self.beat_res)
+
+    def to_miditok(self) -> miditok.TokenizerConfig:
+        """The equivalent ``miditok.TokenizerConfig`` (a fresh object each call)."""
+        return miditok.TokenizerConfig(
+            pitch_range=(self.min_pitch, self.max_pitch),
+            beat_res={(start, end): res for start, end, res in self.beat_res},
+            num_velocities=self.num_velocities,
+            special_tokens=list(self.special_tokens),
+            use_velocities=True,
+            use_chords=False,
+            use_rests=False,
+            use_tempos=False,
+            use_time_signatures=False,
+            use_key_signatures=False,
+            use_sustain_pedals=False,
+            use_pitch_bends=False,
+            use_control_changes=False,
+            use_pitch_intervals=False,
+            use_programs=self.multitrack,
+            one_token_stream_for_programs=self.multitrack,
+            program_changes=False,
+            use_pitchdrum_tokens=self.multitrack,
+            # The grammar counts a repeated (pitch, position) as an error, as MidiTok's TSE
+            # does when this is on; encoded data must then be free of them.
+            remove_duplicated_notes=True,
+            encode_ids_split="no",
+        )
+
+    @classmethod
+    def from_miditok(
+        cls, tok_config: miditok.TokenizerConfig, source: str = "<config>"
+    ) -> REMIConfig:
+        """Read the settings back from a MidiTok config (a ``tokenizer.json`` made without
+        midilm). Raises :class:`TokenizerMismatchError` naming ``source`` when the MidiTok
+        config uses features this class cannot express."""
+        try:
+            config = cls(
+                min_pitch=int(tok_config.pitch_range[0]),
+                max_pitch=int(tok_config.pitch_range[1]),
+                beat_res=tuple(
+                    (int(s), int(e), int(r)) for (s, e), r in sorted(tok_config.beat_res.items())
+                ),
+                num_velocities=int(tok_config.num_velocities),
+                special_tokens=tuple(t.split("_")[0] for t in tok_config.special_tokens),
+                multitrack=bool(tok_config.use_programs),
+            )
+        except ConfigError as err:
+            raise TokenizerMismatchError(f"{source}: {err}") from err
+        differences = _config_differences(config.to_miditok(), tok_config)
+        if differences:
+            raise TokenizerMismatchError(
+                f"{source}: MidiTok settings midilm's REMI does not support: "
+                + "; ".join(differences)
+            )
+        return config
+
+
+# Fields of a MidiTok config that decide the vocabulary and the encoding; the others
+# (chord maps, tempo range, …) have no effect when their feature is off.
+_COMPARED_FIELDS = (
+    "pitch_range",
+    "beat_res",
+    "num_velocities",
+    "special_tokens",
+    "use_velocities",
+    "use_note_duration_programs",
+    "use_chords",
+    "use_rests",
+    "use_tempos",
+    "use_time_signatures",
+    "use_key_signatures",
+    "use_sustain_pedals",
+    "use_pitch_bends",
+    "use_control_changes",
+    "use_pitch_intervals",
+    "use_programs",
+    "one_token_stream_for_programs",
+    "program_changes",
+    "use_pitchdrum_tokens",
+    "remove_duplicated_notes",
+    "encode_ids_split",
+)
+_COMPARED_ADDITIONAL = {"max_bar_embedding": None, "use_bar_end_tokens": False}
+
+
+def _normalized(value: Any) -> Any:
+    if isinstance(value, dict):
+        return sorted(
+            (tuple(k) if isinstance(k, (list, tuple)) else k, v) for k, v in value.items()
+        )
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, (list, tuple)):
+        return [_normalized(v) for v in value]
+    return value
+
+
+def _config_differences(
+    expected: miditok.TokenizerConfig, found: miditok.TokenizerConfig
+) -> list[str]:
+    out = []
+    for field in _COMPARED_FIELDS:
+        want, got = getattr(expected, field, None), getattr(found, field, None)
+        if _normalized(want) != _normalized(got):
+            out.append(f"{field} is {got!r}, expected {want!r}")
+    for key, want in _COMPARED_ADDITIONAL.items():
+        got = found.additional_params.get(key, want)
+        if got != want:
+            out.append(f"{key} is {got!r}, expected {want!r}")
+    return out
+
+
+class REMITokenizer:
+    """Score ↔ REMI token ids (BPE ids once trained), over ``miditok.REMI``.
+
+    Ids below :attr:`base_vocab_size` are MidiTok's base tokens (``Bar_None``,
+    ``Position_p``, ``Pitch_p``, ``Velocity_v``, ``Duration_b.p.r``, specials); a trained
+    tokenizer adds learned BPE tokens above them, each standing for a run of base tokens
+    (:meth:`base_tokens`; its name joins them with ``+``). Base ids are the same before and
+    after training. See the module docstring for what an encoding keeps.
+    """
+
+    kind: ClassVar[str] = "remi"
+
+    def __init__(self, config: REMIConfig | None = None) -> None:
+        if config is not None and not isinstance(config, REMIConfig):
+            raise TypeError(f"config: expected a REMIConfig, received {type(config).__name__}")
+        self._config = config if config is not None else REMIConfig()
+        self._tok = miditok.REMI(self._config.to_miditok())
+        self._sync_vocabulary()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def _wrap(cls, config: REMIConfig, tok: miditok.REMI) -> REMITokenizer:
+        self = cls.__new__(cls)
+        self._config = config
+        self._tok = tok
+        self._sync_vocabulary()
+        return self
+
+    def _sync_vocabulary(self) -> None:
+        """Build the id ↔ name tables and each id's base-token expansion."""
+        tok = self._tok
+        base_vocab: dict[str, int] = tok.vocab
+        base_names = [""] * len(base_vocab)
+        for token, index in base_vocab.items():
+            base_names[index] = token
+        self._base_size = len(base_names)
+        if not tok.is_trained:
+            expansions = [(name,) for name in base_names]
+        else:
+            learned = tok._model.get_vocab()  # byte string -> id
+            if sorted(learned.values()) != list(range(len(learned))):
+                raise TokenizerMismatchError("the BPE vocabulary's ids are not 0..N-1")
+            expansions = [()] * len(learned)
+            byte_to_tokens = tok._vocab_learned_bytes_to_tokens
+            for byte_str, index in learned.items():
+                tokens = tuple(byte_to_tokens[byte_str])
+                if index < self._base_size and tokens != (base_names[index],):
+                    raise TokenizerMismatchError(
+                        f"BPE id {index} is {tokens!r}, expected base token {base_names[index]!r}"
+                    )
+                if not tokens:
+                    raise TokenizerMismatchError(
+                        f"BPE id {index} ({byte_str!r}) stands for no base token"
+                    )
+                expansions[index] = tokens
+        self._expansions: list[tuple[str, ...]] = expansions
+        self._names = [BPE_JOINER.join(e) for e in expansions]
+        self._name_to_id = {name: i for i, name in enumerate(self._names)}
+        self._grammar: REMIGrammar | None = None
+
+    @classmethod
+    def train(
+        cls,
+        sources: Iterable[str | Path | symusic.Score],
+        vocab_size: int = 20_000,
+        config: REMIConfig | None = None,
+    ) -> REMITokenizer:
+        """Learn a BPE vocabulary of ``vocab_size`` ids from MIDI files or Scores.
+
+        Each source is encoded exactly as :meth:`encode` would (tracks merged, quantized)
+        and its whole base-token sequence is one BPE "word". Files are read one at a time
+        as the trainer iterates, with :func:`midilm.score.load_midi`: an unreadable one
+        raises :class:`~midilm.errors.InvalidMidiError` naming it (nothing is skipped).
+        A corpus too small to find ``vocab_size - base`` merges gives a smaller
+        vocabulary: read :attr:`vocab_size` afterwards.
+        """
+        tokenizer = cls(config)
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+            raise ConfigError(f"vocab_size: expected an integer, received {vocab_size!r}")
+        if vocab_size <= tokenizer.base_vocab_size:
+            raise ConfigError(
+                f"vocab_size: must be larger than the base vocabulary of "
+                f"{tokenizer.base_vocab_size} tokens, received {vocab_size}"
+            )
+        corpus = _TrainingCorpus(tokenizer, list(sources))
+        if len(corpus) == 0:
+            raise ValueError("REMITokenizer.train: no sources to learn from")
+        tokenizer._tok.train(vocab_size=vocab_size, model="BPE", iterator=corpus)
+        tokenizer._sync_vocabulary()
+        return tokenizer
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> REMIConfig:
+        return self._config
+
+    @property
+    def miditok(self) -> miditok.REMI:
+        """The wrapped MidiTok tokenizer (for MidiTok's own tools; do not modify it)."""
+        return self._tok
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids: base tokens plus learned BPE tokens."""
+        return len(self._expansions)
+
+    @property
+    def base_vocab_size(self) -> int:
+        """Number of base REMI tokens (specials included); 162 for the seed's settings."""
+        return self._base_size
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._tok.is_trained)
+
+    @property
+    def ticks_per_quarter(self) -> int:
+        """Time division of decoded scores (the onset grid: 8 for the seed)."""
+        return int(self._tok.time_division)
+
+    @property
+    def pad_id(self) -> int:
+        return self.token_to_id("PAD_None")
+
+    @property
+    def bos_id(self) -> int:
+        return self.token_to_id("BOS_None")
+
+    @property
+    def eos_id(self) -> int:
+        return self.token_to_id("EOS_None")
+
+    def __repr__(self) -> str:
+        state = "trained BPE" if self.is_trained else "untrained"
+        mode = "multitrack" if self._config.multitrack else "single stream"
+        return (
+            f"REMITokenizer({self.vocab_size} ids, {self.base_vocab_size} base tokens, "
+            f"{state}, {mode})"
+        )
+
+    # ------------------------------------------------------------------ vocabulary
+    def token_to_id(self, token: str) -> int:
+        """Id of a base token (``"Pitch_60"``) or of a learned token by its ``+``-joined name."""
+        try:
+            return self._name_to_id[token]
+        except (KeyError, TypeError):
+            raise UnknownTokenError(f"unknown REMI token {token!r}") from None
+
+    def id_to_token(self, token_id: int) -> str:
+        """Name of an id: the base token, or its base tokens joined with ``+``."""
+        self._check_id(token_id)
+        return self._names[token_id]
+
+    def base_tokens(self, ids: Iterable[int]) -> list[str]:
+        """The base REMI tokens that ``ids`` stand for (BPE undone)."""
+        out: list[str] = []
+        for token_id in ids:
+            self._check_id(token_id)
+            out.extend(self._expansions[token_id])
+        return out
+
+    def expansion(self, token_id: int) -> tuple[str, ...]:
+        """The base tokens of one id (a 1-tuple for a base id)."""
+        self._check_id(token_id)
+        return self._expansions[token_id]
+
+    def _check_id(self, token_id: Any) -> None:
+        if isinstance(token_id, (bool, np.bool_)) or not isinstance(token_id, (int, np.integer)):
+            raise UnknownTokenError(f"token ids are integers, received {token_id!r}")
+        if not 0 <= token_id < len(self._expansions):
+            raise UnknownTokenError(
+                f"token id {token_id} is outside the vocabulary (0..{len(self._expansions) - 1})"
+            )
+
+    # ------------------------------------------------------------------ encoding
+    def preprocess(self, score: symusic.Score) -> ScoreTick:
+        """The score as this tokenizer sees it: tracks merged (single stream), resampled to
+        :attr:`ticks_per_quarter`, onsets / durations / velocities rounded, out-of-range
+        pitches and duplicates removed. ``decode(encode(score))`` has the same notes."""
+        prepared = self._prepare(score)
+        if prepared is None:
+            return symusic.Score(self.ticks_per_quarter)
+        return self._tok.preprocess_score(prepared)
+
+    def encode(self, score: symusic.Score) -> list[int]:
+        """Token ids of a score (BPE ids once trained); ``[]`` for a score with no usable note."""
+        seq = self._encode_seq(score, encode_ids=True)
+        return [] if seq is None else [int(i) for i in seq.ids]
+
+    def encode_tokens(self, score: symusic.Score) -> list[str]:
+        """Base REMI tokens of a score (before BPE), e.g. ``["Bar_None", "Position_0", …]``."""
+        seq = self._encode_seq(score, encode_ids=False)
+        return [] if seq is None else list(seq.tokens)
+
+    def _encode_seq(self, score: symusic.Score, *, encode_ids: bool) -> TokSequence | None:
+        prepared = self._prepare(score)
+        if prepared is None:
+            return None
+        result = self._tok.encode(prepared, encode_ids=False)
+        seq = result if isinstance(result, TokSequence) else result[0]
+        if len(seq.tokens) == 0:  # every note was out of range
+            return None
+        if encode_ids and self._tok.is_trained:
+            self._tok.encode_token_ids(seq)
+        return seq
+
+    def _prepare(self, score: symusic.Score) -> ScoreTick | None:
+        """Ticks, and (single stream) the non-drum tracks merged into one piano track."""
+        score = _as_ticks(score)
+        if self._config.multitrack:
+            return score
+        return _merge_pitched_tracks(score)
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, ids: Sequence[int]) -> ScoreTick:
+        """A score from token ids (BPE or base). Specials are ignored; a Pitch not followed
+        by Velocity and Duration is dropped (MidiTok's decoder). 4/4, 120 bpm,
+        :attr:`ticks_per_quarter` ticks per quarter; one piano track in single-stream mode."""
+        if hasattr(ids, "tolist"):  # a numpy array or a torch tensor
+            ids = ids.tolist()
+        tokens = self.base_tokens(ids)
+        seq = TokSequence(tokens=tokens)
+        if self._config.multitrack:
+            return self._tok.decode(seq)
+        return self._tok.decode([seq])
+
+    # ------------------------------------------------------------------ grammar
+    def grammar(self) -> REMIGrammar:
+        """The machine of which id may follow which (built once, then cached)."""
+        if self._grammar is None:
+            specials = {t.split("_")[0] for t in self._tok.special_tokens}
+            graph = {
+                kind: {nxt for nxt in following if nxt not in specials and "_" not in nxt}
+                for kind, following in self._tok.tokens_types_graph.items()
+                if kind not in specials
+            }
+            self._grammar = REMIGrammar(
+                self._expansions,
+                graph,
+                special_tokens=list(self._tok.special_tokens),
+                names=self._names,
+            )
+        return self._grammar
+
+    # ------------------------------------------------------------------ files
+    def save(self, directory: str | Path) -> None:
+        """Write MidiTok's ``tokenizer.json`` (loadable by ``miditok.REMI(params=…)``) and
+        the ``tokenizer`` entry of ``midilm.json``, each atomically."""
+        from midilm.io_utils import atomic_write_text
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self._tok.to_dict(), indent=4)
+        atomic_write_text(directory / TOKENIZER_JSON, text + "\n")
+        write_midilm_json(
+            directory, {"tokenizer": {"kind": self.kind, "config": self._config.to_dict()}}
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> REMITokenizer:
+        """Load a directory written by :meth:`save`, or a MidiTok 3 ``tokenizer.json``
+        alone (its settings are read back with :meth:`REMIConfig.from_miditok`).
+
+        Raises ``FileNotFoundError`` for a missing directory or file and
+        :class:`TokenizerMismatchError` for a garbled file, another tokenizer kind, or
+        ``midilm.json`` settings that contradict ``tokenizer.json``; messages name the file.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory}: no such tokenizer directory")
+        path = directory / TOKENIZER_JSON
+        if not path.is_file():
+            if (directory / _MIDITOK_2_CONF).is_file():
+                raise TokenizerMismatchError(
+                    f"{directory / _MIDITOK_2_CONF}: a MidiTok 2.x tokenizer file; midilm "
+                    f"reads MidiTok 3 '{TOKENIZER_JSON}' files only (convert it with MidiTok 3)"
+                )
+            raise FileNotFoundError(f"{path}: no tokenizer file in this directory")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TokenizerMismatchError(f"{path}: not a readable JSON file ({err})") from err
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            raise TokenizerMismatchError(f"{path}: not a MidiTok tokenizer file (no 'config')")
+        if data.get("tokenization") != _MIDITOK_CLASS:
+            raise TokenizerMismatchError(
+                f"{path}: a MidiTok {data.get('tokenization')!r} tokenizer, expected 'REMI'"
+            )
+
+        meta = read_midilm_json(directory).get("tokenizer")
+        config: REMIConfig | None = None
+        if meta is not None:
+            meta_path = directory / "midilm.json"
+            if not isinstance(meta, dict) or meta.get("kind") != cls.kind:
+                kind = meta.get("kind") if isinstance(meta, dict) else meta
+                raise TokenizerMismatchError(
+                    f"{meta_path}: tokenizer kind {kind!r}, expected {cls.kind!r}"
+                )
+            try:
+                config = REMIConfig.from_dict(meta.get("config", {}))
+            except ConfigError as err:
+                raise TokenizerMismatchError(f"{meta_path}: {err}") from err
+
+        try:
+            tok = miditok.REMI(params=path)
+        # MidiTok and Hugging Face tokenizers raise bare Exception, KeyError, TypeError …
+        # for malformed content; it is re-raised as one clear error naming the file.
+        except Exception as err:
+            raise TokenizerMismatchError(
+                f"{path}: not a loadable MidiTok REMI tokenizer ({type(err).__name__}: {err})"
+            ) from err
+
+        if config is None:
+            config = REMIConfig.from_miditok(tok.config, source=str(path))
+        else:
+            differences = _config_differences(config.to_miditok(), tok.config)
+            if differences:
+                raise TokenizerMismatchError(
+                    f"{path}: contradicts the settings in midilm.json: " + "; ".join(differences)
+                )
+        return cls._wrap(config, tok)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _as_ticks(score: Any) -> ScoreTick:
+    if isinstance(score, ScoreTick):
+        return score
+    if isinstance(score, (symusic.core.ScoreQuarter, symusic.core.ScoreSecond)):
+        return score.to("tick")
+    raise TypeError(f"expected a symusic.Score, received {type(score).__name__}")
+
+
+def _merge_pitched_tracks(score: ScoreTick) -> ScoreTick | None:
+    """One piano track (program 0) holding the notes of every non-drum track, sorted;
+    ``None`` when there is none. Tempos and time signatures are copied (REMI ignores them)."""
+    arrays = [t.notes.numpy() for t in score.tracks if not t.is_drum and len(t.notes) > 0]
+    if not arrays:
+        return None
+    soa = {
+        key: np.concatenate([a[key] for a in arrays])
+        for key in ("time", "duration", "pitch", "velocity")
+    }
+    order = np.lexsort((soa["pitch"], soa["duration"], soa["time"]))
+    notes = symusic.Note.from_numpy(**{k: v[order] for k, v in soa.items()})
+    merged = symusic.Score(score.ticks_per_quarter)
+    merged.tempos = score.tempos.copy()
+    merged.time_signatures = score.time_signatures.copy()
+    track = symusic.Track(name="Piano", program=0, is_drum=False)
+    track.notes = notes
+    merged.tracks.append(track)
+    return merged
+
+
+class _TrainingCorpus:
+    """What MidiTok's BPE trainer iterates: one base-token "byte string" per source.
+
+    Replaces ``miditok.TokTrainingIterator``, which would tokenize each track of a
+    multi-track file separately instead of merging them as :meth:`REMITokenizer.encode`
+    does, and silently skips unreadable files.
+    """
+
+    def __init__(self, tokenizer: REMITokenizer, sources: list[Any]) -> None:
+        self._tokenizer = tokenizer
+        self._sources = sources
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        tok = self._tokenizer.miditok
+        for source in self._sources:
+            score = _load_source(source)
+            seq = self._tokenizer._encode_seq(score, encode_ids=False)
+            if seq is None:
+                yield []
+                continue
+            # MidiTok's own training iterator maps base ids to the unicode "bytes" the
+            # BPE model is learned on with this (private) helper.
+            yield [tok._ids_to_bytes(list(seq.ids), as_one_str=True)]
+
+
+def _load_source(source: Any) -> ScoreTick:
+    if isinstance(source, (str, Path)):
+        from midilm.score import load_midi
+
+        return load_midi(source)
+    return _as_ticks(source)
