@@ -322,9 +322,22 @@ def test_miditok_reads_the_saved_file(trained, held_out, tmp_path):
 def test_miditok_file_alone_loads_with_its_settings(trained, held_out, tmp_path):
     trained.save(tmp_path)
     (tmp_path / "midilm.json").unlink()
-    loaded = REMITokenizer.load(tmp_path)
+    loaded = load_tokenizer(tmp_path)  # the kind is read off tokenizer.json
+    assert isinstance(loaded, REMITokenizer)
     assert loaded.config == trained.config
     assert loaded.encode(held_out[0][1]) == trained.encode(held_out[0][1])
+
+
+def test_untrained_and_multitrack_tokenizers_save_and_load(held_out, tmp_path):
+    for name, tok in (
+        ("plain", REMITokenizer()),
+        ("multi", REMITokenizer(REMIConfig(multitrack=True, num_velocities=32))),
+    ):
+        tok.save(tmp_path / name)
+        loaded = REMITokenizer.load(tmp_path / name)
+        assert loaded.config == tok.config and not loaded.is_trained
+        for spec, score in held_out[:5]:
+            assert loaded.encode(score) == tok.encode(score), (name, spec)
 
 
 def test_load_errors_name_the_file(trained, tmp_path):
@@ -366,6 +379,18 @@ def test_load_errors_name_the_file(trained, tmp_path):
     (contradicting / "midilm.json").write_text(json.dumps(meta))
     with pytest.raises(TokenizerMismatchError, match=r"contradicts the settings in midilm\.json"):
         REMITokenizer.load(contradicting)
+
+    no_config = tmp_path / "no_config"
+    shutil.copytree(good, no_config)
+    (no_config / "midilm.json").write_text(json.dumps({"tokenizer": {"kind": "remi"}}))
+    with pytest.raises(TokenizerMismatchError, match=r"midilm\.json: the tokenizer entry has no"):
+        REMITokenizer.load(no_config)
+
+    old_format = tmp_path / "old_format"
+    old_format.mkdir()
+    (old_format / "tokenizer.conf").write_text("{}")
+    with pytest.raises(TokenizerMismatchError, match=r"tokenizer\.conf: a MidiTok 2\.x"):
+        REMITokenizer.load(old_format)
 
     mmm_meta = tmp_path / "mmm_meta"
     shutil.copytree(good, mmm_meta)

@@ -98,8 +98,10 @@ def _meter_changes(score: ScoreTick) -> list[tuple[int, Meter]]:
 def bar_grid(score: ScoreTick, end_ticks: int | None = None) -> list[Bar]:
     """The bars covering ``[0, end_ticks)`` (default: up to the end of the last note).
 
-    A time-signature change must fall on a bar line; one inside a bar cannot be expressed
-    by a fixed-length bar grid and raises :class:`UnsupportedScoreError` (reason "meter").
+    A time-signature event starts a new bar, as in MIDI. One that falls inside a bar cuts
+    that bar short; the short bar gets the meter of its length (three quarters of a 4/4 bar
+    is a 3/4 bar), so that every bar is a whole bar of some meter. A short bar whose length
+    no meter spells at this resolution raises :class:`UnsupportedScoreError` ("meter").
     """
     tpq = int(score.ticks_per_quarter)
     if end_ticks is None:
@@ -110,12 +112,9 @@ def bar_grid(score: ScoreTick, end_ticks: int | None = None) -> list[Bar]:
     for i, (change_tick, meter) in enumerate(changes):
         if bars and change_tick >= end_ticks:
             break  # meter changes after the last note do not shape any bar
-        if change_tick != tick:
-            raise UnsupportedScoreError(
-                "meter",
-                f"the time signature {meter} at tick {change_tick} falls inside a bar "
-                f"(the bar line is at tick {tick})",
-            )
+        if change_tick < tick:
+            bars[-1] = _cut_bar(bars[-1], change_tick, tpq)
+            tick = change_tick
         length = meter.bar_ticks(tpq)
         if length is None:
             raise UnsupportedScoreError(
@@ -127,3 +126,20 @@ def bar_grid(score: ScoreTick, end_ticks: int | None = None) -> list[Bar]:
             bars.append(Bar(len(bars), tick, length, meter))
             tick += length
     return bars
+
+
+def _cut_bar(bar: Bar, end_ticks: int, tpq: int) -> Bar:
+    """``bar`` ending at ``end_ticks``, with the meter that spells its new length."""
+    length = Fraction(end_ticks - bar.start_ticks, tpq)  # in quarters
+    denominator = bar.meter.denominator
+    while denominator <= 64:
+        beats = length * denominator / 4
+        if beats.denominator == 1 and beats > 0:
+            return Bar(bar.index, bar.start_ticks, end_ticks - bar.start_ticks,
+                       Meter(int(beats), denominator))
+        denominator *= 2
+    raise UnsupportedScoreError(
+        "meter",
+        f"bar {bar.index + 1} is cut to {length} quarters by a time signature at tick "
+        f"{end_ticks}, a length no meter spells",
+    )

@@ -334,7 +334,6 @@ def parse_score_file(path: str | Path, *, name: str | None = None) -> ScoreTick:
 def stream_to_score(m21_stream: Any, source: str) -> ScoreTick:
     """Convert a parsed music21 stream (a Score, a Part, …) to a symusic score."""
     from music21 import midi as m21midi
-    from music21 import stream
     from music21.midi.translate import music21ObjectToMidiFile
 
     parts = _parts_of(m21_stream)
@@ -368,14 +367,18 @@ def stream_to_score(m21_stream: Any, source: str) -> ScoreTick:
         raise InvalidMidiError(source, "no_notes", "no notes")
     score.tracks = kept
 
-    shift_quarters = _pickup_shift_quarters(m21_stream, stream)
-    if shift_quarters:
-        shift_ticks = shift_quarters * int(score.ticks_per_quarter)
+    tpq = int(score.ticks_per_quarter)
+    layout = _measure_layout(m21_stream)
+    if layout is not None:
+        shift_quarters, meters = layout
+        shift_ticks = shift_quarters * tpq
         if shift_ticks.denominator != 1:
             raise InvalidMidiError(
                 source, "unsupported", "the pickup is not a whole number of ticks"
             )
-        _shift_keeping_opening(score, int(shift_ticks))
+        if shift_ticks:
+            _shift_keeping_opening(score, int(shift_ticks))
+        _set_meters(score, meters, tpq)
     _merge_repeated_conductor_events(score)
     return score
 
@@ -459,20 +462,66 @@ def _program_for_names(names: list[str]) -> int:
     return 0
 
 
-def _pickup_shift_quarters(m21_stream: Any, stream_module: Any) -> Fraction:
-    """How far to shift a score whose first bar is a pickup: the missing part of that bar,
-    in quarters (0 when the first bar is full)."""
-    for part in _parts_of(m21_stream):
-        measures = part.getElementsByClass(stream_module.Measure)
-        if not measures:
-            continue
-        first = measures[0]
-        bar = Fraction(first.barDuration.quarterLength)
-        length = Fraction(first.duration.quarterLength)
-        if 0 < length < bar:
-            return bar - length
-        return Fraction(0)
-    return Fraction(0)
+def _measure_layout(
+    m21_stream: Any,
+) -> tuple[Fraction, list[tuple[Fraction, int, int]]] | None:
+    """Where the bars of the MIDI music21 writes start, and their meters.
+
+    Returns the pickup shift (the missing part of a short first bar, in quarters) and one
+    ``(start in quarters after the shift, numerator, denominator)`` per measure of the first
+    part that has measures, read after expanding repeats as music21's MIDI writer does.
+    A measure shorter (or longer) than its time signature inside the piece, such as the
+    pickup into a new section, gets a meter of its own length (a 1-quarter bar is 1/4), so
+    that every later bar line stays on the bar grid. None for a stream without measures.
+    """
+    from music21 import meter, repeat, stream
+
+    part = next((p for p in _parts_of(m21_stream) if p.getElementsByClass(stream.Measure)), None)
+    if part is None:
+        return None
+    if part.recurse().getElementsByClass(repeat.RepeatMark):
+        part = part.expandRepeats()
+    measures = list(part.getElementsByClass(stream.Measure))
+    offsets = [Fraction(part.elementOffset(m)) for m in measures]
+    first_length = Fraction(measures[0].duration.quarterLength)
+    first_bar = Fraction(measures[0].barDuration.quarterLength)
+    shift = first_bar - first_length if 0 < first_length < first_bar else Fraction(0)
+
+    meters: list[tuple[Fraction, int, int]] = []
+    ts = measures[0].getContextByClass(meter.TimeSignature)
+    for i, measure in enumerate(measures):
+        ts = measure.timeSignature or ts
+        nominal = (int(ts.numerator), int(ts.denominator)) if ts is not None else (4, 4)
+        start = offsets[i] + shift if i else Fraction(0)
+        if 0 < i < len(measures) - 1:
+            span = offsets[i + 1] - offsets[i]
+            if span != Fraction(4 * nominal[0], nominal[1]):
+                own = _meter_of_length(span)
+                if own is None:
+                    continue  # a tuplet-length bar: no meter expresses it
+                nominal = own
+        meters.append((start, *nominal))
+    return shift, meters
+
+
+def _meter_of_length(quarters: Fraction) -> tuple[int, int] | None:
+    """The meter of a bar ``quarters`` long with the smallest denominator ≥ 4 (1 → 1/4,
+    1.5 → 3/8), or None when no power-of-two denominator up to 64 expresses it."""
+    for denominator in (4, 8, 16, 32, 64):
+        numerator = quarters * denominator / 4
+        if numerator.denominator == 1 and numerator > 0:
+            return int(numerator), denominator
+    return None
+
+
+def _set_meters(score: ScoreTick, meters: list[tuple[Fraction, int, int]], tpq: int) -> None:
+    events = []
+    for start, numerator, denominator in meters:
+        tick = start * tpq
+        if tick.denominator == 1:
+            events.append(symusic.TimeSignature(int(tick), numerator, denominator))
+    score.time_signatures.clear()
+    score.time_signatures.extend(events)
 
 
 def _shift_keeping_opening(score: ScoreTick, ticks: int) -> None:

@@ -53,8 +53,10 @@ __all__ = ["COMMON_METERS", "MMMConfig", "MMMTokenizer", "MMMWindow"]
 COMMON_METERS = (
     "4/4", "3/4", "2/4", "2/2", "3/2", "6/4", "5/4", "7/4",
     "3/8", "6/8", "9/8", "12/8", "5/8", "7/8",
+    "1/4", "1/2", "1/8",
 )  # fmt: skip
-"""Meters a ``meter_tokens`` vocabulary covers unless told otherwise."""
+"""Meters a ``meter_tokens`` vocabulary covers unless told otherwise (the short ones spell
+incomplete bars cut by a meter change, see :func:`midilm.score.bar_grid`)."""
 
 
 @dataclass(frozen=True)

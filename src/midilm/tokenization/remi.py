@@ -52,7 +52,12 @@ from symusic.core import ScoreTick
 
 from midilm.config import FrozenConfig
 from midilm.errors import ConfigError, TokenizerMismatchError, UnknownTokenError
-from midilm.tokenization.base import TOKENIZER_JSON, read_midilm_json, write_midilm_json
+from midilm.tokenization.base import (
+    MIDILM_JSON,
+    TOKENIZER_JSON,
+    read_midilm_json,
+    write_midilm_json,
+)
 from midilm.tokenization.remi_grammar import REMIGrammar
 
 __all__ = ["BPE_JOINER", "REMIConfig", "REMITokenizer"]
@@ -288,12 +293,16 @@ class REMITokenizer:
         if not tok.is_trained:
             expansions = [(name,) for name in base_names]
         else:
-            learned = tok._model.get_vocab()  # byte string -> id
+            learned = tok.vocab_model  # BPE "byte string" -> id
             if sorted(learned.values()) != list(range(len(learned))):
                 raise TokenizerMismatchError("the BPE vocabulary's ids are not 0..N-1")
             expansions = [()] * len(learned)
+            # MidiTok's own decoding table (private, no public equivalent): byte string ->
+            # base token strings.
             byte_to_tokens = tok._vocab_learned_bytes_to_tokens
             for byte_str, index in learned.items():
+                if byte_str not in byte_to_tokens:
+                    raise TokenizerMismatchError(f"BPE id {index} has no base-token expansion")
                 tokens = tuple(byte_to_tokens[byte_str])
                 if index < self._base_size and tokens != (base_names[index],):
                     raise TokenizerMismatchError(
@@ -524,7 +533,7 @@ class REMITokenizer:
             if (directory / _MIDITOK_2_CONF).is_file():
                 raise TokenizerMismatchError(
                     f"{directory / _MIDITOK_2_CONF}: a MidiTok 2.x tokenizer file; midilm "
-                    f"reads MidiTok 3 '{TOKENIZER_JSON}' files only (convert it with MidiTok 3)"
+                    f"reads MidiTok 3 '{TOKENIZER_JSON}' files only (no converter yet)"
                 )
             raise FileNotFoundError(f"{path}: no tokenizer file in this directory")
         try:
@@ -541,14 +550,16 @@ class REMITokenizer:
         meta = read_midilm_json(directory).get("tokenizer")
         config: REMIConfig | None = None
         if meta is not None:
-            meta_path = directory / "midilm.json"
+            meta_path = directory / MIDILM_JSON
             if not isinstance(meta, dict) or meta.get("kind") != cls.kind:
                 kind = meta.get("kind") if isinstance(meta, dict) else meta
                 raise TokenizerMismatchError(
                     f"{meta_path}: tokenizer kind {kind!r}, expected {cls.kind!r}"
                 )
+            if "config" not in meta:
+                raise TokenizerMismatchError(f"{meta_path}: the tokenizer entry has no 'config'")
             try:
-                config = REMIConfig.from_dict(meta.get("config", {}))
+                config = REMIConfig.from_dict(meta["config"])
             except ConfigError as err:
                 raise TokenizerMismatchError(f"{meta_path}: {err}") from err
 
@@ -569,7 +580,10 @@ class REMITokenizer:
                 raise TokenizerMismatchError(
                     f"{path}: contradicts the settings in midilm.json: " + "; ".join(differences)
                 )
-        return cls._wrap(config, tok)
+        try:
+            return cls._wrap(config, tok)
+        except TokenizerMismatchError as err:
+            raise TokenizerMismatchError(f"{path}: {err}") from err
 
 
 # ---------------------------------------------------------------------- helpers

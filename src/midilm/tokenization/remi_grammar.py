@@ -254,9 +254,6 @@ class REMIGrammar:
     def check(self, ids: Iterable[int]) -> list[Violation]:
         return check(self, ids)
 
-    def name(self, token_id: int) -> str:
-        return self._names[token_id]
-
     def _base_mask(self, prev: int, position: int) -> np.ndarray:
         key = (prev, position)
         mask = self._mask_cache.get(key)
