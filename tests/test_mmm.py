@@ -362,6 +362,8 @@ def test_published_vocabulary_keeps_its_ids(tmp_path, bach_scores):
     seen = {int(t[8:]) for text in texts for t in text.split() if t.startswith("DENSITY=")}
     assert tok.config.float_deltas and tok.config.density_bins == max(seen) + 1
     assert tok.vocab_size == hf.get_vocab_size()
+    # What the tokens cannot tell is given when loading: the density settings in use.
+    tok = MMMTokenizer.load(tmp_path, density_bins=5)
     ids = tok.encode(four_four[0])
     assert ids == hf.encode(texts[0].split(), is_pretokenized=True).ids
     assert "TIME_DELTA=4.0" in tok.ids_to_text(ids)

@@ -14,9 +14,12 @@ symusic, then tidied so that the result is a score midilm can use directly:
   repeat) are merged into one.
 
 music21 expands repeats when it writes MIDI, so a piece with repeat signs is longer than
-its printed bar count. music21 parsing is slow (≈0.1 s a chorale), so converted corpus
-works are cached as MIDI under ``$MIDILM_CACHE_DIR/music21/<music21 version>/``
-(default ``~/.cache/midilm``); a cache hit is a plain MIDI load.
+its printed bar count; a piece whose repeat signs music21 cannot play out (badly formed,
+as in bach/bwv277.krn) is written once through, as printed.
+
+music21 parsing is slow (≈0.1 s a chorale), so converted corpus works are cached as MIDI
+under ``$MIDILM_CACHE_DIR/music21/<music21 version>-r<CONVERSION_REVISION>/`` (default
+``~/.cache/midilm``); a cache hit is a plain MIDI load.
 
 Corpus specs: ``music21:<path>`` names a work (a path inside the corpus without its
 extension, as ``music21.corpus.parse`` takes it) or a collection (a folder such as
@@ -44,6 +47,7 @@ from midilm.errors import InvalidMidiError
 from midilm.io_utils import atomic_write_bytes
 
 __all__ = [
+    "CONVERSION_REVISION",
     "MUSIC21_PREFIX",
     "MUSIC21_SUFFIXES",
     "cache_dir",
@@ -59,6 +63,9 @@ MUSIC21_PREFIX = "music21:"
 # one work in two encodings (bach/bwv277.mxl and bach/bwv277.krn) the spec without an
 # extension names the first.
 MUSIC21_SUFFIXES = (".mxl", ".musicxml", ".xml", ".krn", ".abc")
+
+# Bump when the conversion changes what it writes, so that no cache serves old results.
+CONVERSION_REVISION = 2
 
 _X_FIELD = re.compile(rb"^X:\s*(\d+)", re.MULTILINE)
 
@@ -261,7 +268,8 @@ def _canonical(spec: str) -> str:
 def _cache_file(work: _Work) -> Path:
     import music21
 
-    return cache_dir() / "music21" / str(music21.__version__) / f"{work.cache_key}.mid"
+    version = f"{music21.__version__}-r{CONVERSION_REVISION}"
+    return cache_dir() / "music21" / version / f"{work.cache_key}.mid"
 
 
 def _load_work(work: _Work) -> ScoreTick:
@@ -334,12 +342,17 @@ def parse_score_file(path: str | Path, *, name: str | None = None) -> ScoreTick:
 def stream_to_score(m21_stream: Any, source: str) -> ScoreTick:
     """Convert a parsed music21 stream (a Score, a Part, …) to a symusic score."""
     from music21 import midi as m21midi
+    from music21 import repeat
     from music21.midi.translate import music21ObjectToMidiFile
 
     parts = _parts_of(m21_stream)
     try:
         _unshare_conductor_objects(m21_stream)
-        midi_file = music21ObjectToMidiFile(m21_stream)
+        try:
+            midi_file = music21ObjectToMidiFile(m21_stream)
+        except repeat.ExpanderException:  # repeat signs music21 cannot play out
+            _remove_repeat_marks(m21_stream)
+            midi_file = music21ObjectToMidiFile(m21_stream)
         tags = _tag_tracks(midi_file, m21midi)
         data = midi_file.writestr()
         score = symusic.Score.from_midi(bytes(data))
@@ -381,6 +394,22 @@ def stream_to_score(m21_stream: Any, source: str) -> ScoreTick:
         _set_meters(score, meters, tpq)
     _merge_repeated_conductor_events(score)
     return score
+
+
+def _remove_repeat_marks(m21_stream: Any) -> None:
+    """Turn repeat barlines, endings and D.C./segno marks into plain notation, so that the
+    piece is written once through, as printed."""
+    from music21 import bar, repeat, spanner, stream
+
+    for measure in m21_stream.recurse().getElementsByClass(stream.Measure):
+        if isinstance(measure.leftBarline, bar.Repeat):
+            measure.leftBarline = None
+        if isinstance(measure.rightBarline, bar.Repeat):
+            measure.rightBarline = bar.Barline("regular")
+    for mark in list(m21_stream.recurse().getElementsByClass(repeat.RepeatExpression)):
+        mark.activeSite.remove(mark)
+    for bracket in list(m21_stream.recurse().getElementsByClass(spanner.RepeatBracket)):
+        bracket.activeSite.remove(bracket)
 
 
 def _unshare_conductor_objects(m21_stream: Any) -> None:
@@ -470,9 +499,11 @@ def _measure_layout(
     Returns the pickup shift (the missing part of a short first bar, in quarters) and one
     ``(start in quarters after the shift, numerator, denominator)`` per measure of the first
     part that has measures, read after expanding repeats as music21's MIDI writer does.
-    A measure shorter (or longer) than its time signature inside the piece, such as the
-    pickup into a new section, gets a meter of its own length (a 1-quarter bar is 1/4), so
-    that every later bar line stays on the bar grid. None for a stream without measures.
+    Two short measures that make one bar (a repeat's first ending and the pickup after
+    it) are one bar. Any other measure shorter (or longer) than its time signature, such
+    as the pickup into a new section, gets a meter of its own length (a 1-quarter bar is
+    1/4), so that every later bar line stays on the bar grid. None for a stream without
+    measures.
     """
     from music21 import meter, repeat, stream
 
@@ -489,19 +520,39 @@ def _measure_layout(
 
     meters: list[tuple[Fraction, int, int]] = []
     ts = measures[0].getContextByClass(meter.TimeSignature)
-    for i, measure in enumerate(measures):
-        ts = measure.timeSignature or ts
+    i = 0
+    while i < len(measures):
+        ts = measures[i].timeSignature or ts
         nominal = (int(ts.numerator), int(ts.denominator)) if ts is not None else (4, 4)
+        bar = Fraction(4 * nominal[0], nominal[1])
         start = offsets[i] + shift if i else Fraction(0)
-        if 0 < i < len(measures) - 1:
-            span = offsets[i + 1] - offsets[i]
-            if span != Fraction(4 * nominal[0], nominal[1]):
-                own = _meter_of_length(span)
-                if own is None:
-                    continue  # a tuplet-length bar: no meter expresses it
-                nominal = own
+        if i == 0 or i == len(measures) - 1:
+            meters.append((start, *nominal))  # the pickup is filled; the last bar may be short
+            i += 1
+            continue
+        span = offsets[i + 1] - offsets[i]
+        if span < bar and _split_bar_end(measures, offsets, i + 1) == offsets[i] + bar:
+            # one bar written as two measures: a repeat's ending and the pickup after it
+            ts = measures[i + 1].timeSignature or ts
+            meters.append((start, *nominal))
+            i += 2
+            continue
+        if span != bar:
+            own = _meter_of_length(span)
+            if own is None:  # a tuplet-length bar: no meter expresses it
+                i += 1
+                continue
+            nominal = own
         meters.append((start, *nominal))
+        i += 1
     return shift, meters
+
+
+def _split_bar_end(measures: list[Any], offsets: list[Fraction], j: int) -> Fraction:
+    """Where measure ``j`` ends."""
+    if j + 1 < len(offsets):
+        return offsets[j + 1]
+    return offsets[j] + Fraction(measures[j].duration.quarterLength)
 
 
 def _meter_of_length(quarters: Fraction) -> tuple[int, int] | None:

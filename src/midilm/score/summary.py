@@ -71,7 +71,7 @@ class ScoreInfo:
     meters: tuple[MeterInfo, ...]
     bar_count: int
     note_count: int
-    duration_s: float
+    duration_s: float  # when the last note ends
     ticks_per_quarter: int
     bar_note: str | None = None  # how bars were counted, when not from the bar grid
 
@@ -113,10 +113,21 @@ def describe(score: ScoreTick) -> ScoreInfo:
         meters=meters,
         bar_count=bar_count,
         note_count=sum(t.note_count for t in tracks),
-        duration_s=float(score.to("second").end()),
+        duration_s=_last_note_end_s(score),
         ticks_per_quarter=int(score.ticks_per_quarter),
         bar_note=bar_note,
     )
+
+
+def _last_note_end_s(score: ScoreTick) -> float:
+    """When the last note ends, in seconds (events after it, such as a trailing tempo
+    change, do not lengthen the piece)."""
+    end = 0.0
+    for track in score.to("second").tracks:
+        if len(track.notes):
+            a = track.notes.numpy()
+            end = max(end, float((a["time"] + a["duration"]).max()))
+    return end
 
 
 def _bar_numbering(

@@ -26,15 +26,15 @@ follow which.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from symusic import Note, Score, Tempo, TimeSignature, Track
-from symusic.core import ScoreTick
+from symusic.core import NoteTickList, ScoreTick, TempoTick, TimeSignatureTick, TrackTick
 
 from midilm.config import FrozenConfig
 from midilm.errors import ConfigError, TokenizerMismatchError, UnknownTokenError, UnsupportedScoreError
@@ -47,6 +47,9 @@ from midilm.tokenization.base import (
     write_midilm_json,
 )
 from midilm.tokenization.mmm_vocab import DRUMS, SPECIAL_TOKENS, Kind, MMMVocabulary, parse_token
+
+if TYPE_CHECKING:
+    from midilm.tokenization.mmm_grammar import MMMGrammar
 
 __all__ = ["COMMON_METERS", "MMMConfig", "MMMTokenizer", "MMMWindow"]
 
@@ -548,11 +551,12 @@ class MMMTokenizer:
         return vocab.kinds[ids].astype(np.int64), vocab.values[ids].astype(np.int64), vocab.meters
 
     # ------------------------------------------------------------------ grammar, files
-    def grammar(self, bars: int | None = None) -> Any:
-        """The state machine of which id may follow (``bars``: bars per track, if known)."""
+    def grammar(self, bars: int | None = None, *, allow_placeholders: bool = True) -> MMMGrammar:
+        """The state machine of which id may follow (``bars``: bars per track, if known;
+        ``allow_placeholders=False`` when composing, where ``FILL_IN`` makes no sense)."""
         from midilm.tokenization.mmm_grammar import MMMGrammar
 
-        return MMMGrammar(self, bars=bars)
+        return MMMGrammar(self, bars=bars, allow_placeholders=allow_placeholders)
 
     def hf_tokenizer_json(self) -> str:
         """The vocabulary as a Hugging Face ``tokenizers`` WordLevel file."""
@@ -751,11 +755,9 @@ def _decode_events(
     tpq: int,
     tempo_bpm: float,
 ) -> ScoreTick:
-    """Read parsed tokens as the published decoders do.
-
-    The few structural tokens (tracks, bars, instruments, meters) are walked in Python; the
-    many events are placed with array arithmetic: an event's time is the start of the last
-    bar (or track) anchor before it plus the deltas since. Note-offs pair with note-ons of
+    """Read parsed tokens as the published decoders do, with array arithmetic over the whole
+    sequence: an event's time is the start step of the last anchor before it (its bar's
+    ``BAR_START``, or its ``TRACK_START``) plus the deltas since. Note-offs pair with note-ons of
     the same pitch and track last-in first-out, like brackets (:func:`_pair_notes`); a note
     never closed lasts ``default_note_steps`` or to the end of its track, whichever is first.
     """
@@ -764,76 +766,114 @@ def _decode_events(
         raise ValueError(f"ticks_per_quarter must be a positive multiple of {spq}, received {tpq}")
     if _SKIPPED[k].any():
         k, val = _drop_skipped(k, val)
-    steps_of: dict[str, int] = {}
-
-    def bar_steps(meter: str) -> int:
-        if meter not in steps_of:
-            steps_of[meter] = int(Meter.parse(meter).quarters_per_bar * spq)
-        return steps_of[meter]
-
-    piece_meter = (config.meters or ("4/4",))[0]
-    track_meter = piece_meter
-    meter_changes: list[tuple[int, str]] = []  # (bar, meter) as the first track states them
-    bar_starts = [0]  # the first track to reach a bar fixes its length
-    programs: list[int] = []
-    track_bars: list[int] = []
-    # Anchors: token position, step it stands for, track, and whether events after it count.
-    anchor_pos: list[int] = []
-    anchor_step: list[int] = []
-    anchor_track: list[int] = []
-    anchor_live: list[bool] = []
-    track, bar, in_track = -1, -1, False
-    structural = np.flatnonzero(_STRUCTURAL[k])
     n = len(k)
-    for pos, kind, value in zip(structural.tolist(), k[structural].tolist(), val[structural].tolist()):
-        if kind == _TRACK_START:
-            track += 1
-            in_track, bar, track_meter = True, -1, piece_meter
-            programs.append(0)
-            track_bars.append(0)
-            anchor_pos.append(pos), anchor_step.append(0), anchor_track.append(track)
-            anchor_live.append(True)
-        elif not in_track:
-            if kind == _TIME_SIGNATURE and track < 0:
-                piece_meter = track_meter = meter_names[value]
-        elif kind == _BAR_START:
-            bar += 1
-            if pos + 1 < n and k[pos + 1] == _TIME_SIGNATURE:
-                track_meter = meter_names[val[pos + 1]]
-                if track == 0:
-                    meter_changes.append((bar, track_meter))
-            if bar == len(bar_starts) - 1:
-                bar_starts.append(bar_starts[-1] + bar_steps(track_meter))
-            track_bars[track] = bar + 1
-            anchor_pos.append(pos), anchor_step.append(bar_starts[bar]), anchor_track.append(track)
-            anchor_live.append(True)
-        elif kind == _INST:
-            programs[track] = value  # the last INST of a track wins
-        elif kind == _TRACK_END:
-            in_track = False
-            anchor_pos.append(pos), anchor_step.append(0), anchor_track.append(track)
-            anchor_live.append(False)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        meter = Meter.parse((config.meters or ("4/4",))[0])
+        return _build_score([], empty, empty, empty, empty, meter, [], [0], config, tpq, tempo_bpm)
+    idx = np.arange(n)
+    # Tracks: a token belongs to the latest TRACK_START when no TRACK_END came since.
+    is_start = k == _TRACK_START
+    is_end = k == _TRACK_END
+    track = np.cumsum(is_start) - 1
+    last_start = np.maximum.accumulate(np.where(is_start, idx, -1))
+    ended = np.maximum.accumulate(np.where(is_end, idx, -1))
+    in_track = (last_start >= 0) & (last_start > np.concatenate([[-1], ended[:-1]]))
+    n_tracks = int(track[-1]) + 1
+
+    # Bars: the index of each BAR_START within its track, and where each bar starts.
+    bar_at = np.flatnonzero((k == _BAR_START) & in_track)
+    bar_track = track[bar_at]
+    bar_index = np.arange(len(bar_at)) - np.searchsorted(bar_track, bar_track, "left")
+    piece_meter, bar_starts, meter_changes = _bar_layout(
+        k, val, meter_names, track, in_track, bar_at, bar_index, spq,
+        default=(config.meters or ("4/4",))[0],
+    )  # fmt: skip
+
+    # Anchors: token positions from which an event's time counts (track and bar starts,
+    # and track ends, after which events count for nothing).
+    starts_at = np.flatnonzero(is_start)
+    ends_at = np.flatnonzero(is_end & in_track)
+    anchor_pos = np.concatenate([starts_at, bar_at, ends_at])
+    order = np.argsort(anchor_pos, kind="stable")
+    anchor_pos = anchor_pos[order]
+    anchor_step = np.concatenate(
+        [np.zeros(len(starts_at), np.int64), bar_starts[bar_index], np.zeros(len(ends_at), np.int64)]
+    )[order]
+    anchor_live = np.concatenate(
+        [np.ones(len(starts_at) + len(bar_at), bool), np.zeros(len(ends_at), bool)]
+    )[order]
+    programs = np.zeros(n_tracks, dtype=np.int64)
+    inst_at = np.flatnonzero((k == _INST) & in_track)
+    programs[track[inst_at]] = val[inst_at]  # the last INST of a track wins
+    track_bars = np.bincount(bar_track, minlength=n_tracks)
 
     deltas = np.cumsum(np.where(k == _TIME_DELTA, val, 0))
     events = np.flatnonzero(_NOTE_EVENT[k])
-    owner = np.searchsorted(np.asarray(anchor_pos, dtype=np.int64), events, "right") - 1
-    live = (owner >= 0) & np.asarray(anchor_live + [False])[owner]
+    owner = np.searchsorted(anchor_pos, events, "right") - 1
+    live = owner >= 0
+    live[live] = anchor_live[owner[live]]
     events, owner = events[live], owner[live]
-    pos_of = np.asarray(anchor_pos, dtype=np.int64)[owner]
-    time = np.asarray(anchor_step, dtype=np.int64)[owner] + deltas[events] - deltas[pos_of]
-    track_of = np.asarray(anchor_track, dtype=np.int64)[owner]
+    pos_of = anchor_pos[owner]
+    time = anchor_step[owner] + deltas[events] - deltas[pos_of]
+    track_of = track[events]
 
     onsets, ends, pitches, note_tracks = _pair_notes(k[events] == _NOTE_ON, val[events], time, track_of)
     unclosed = ends < 0
     if unclosed.any():
-        track_end = np.asarray(bar_starts, dtype=np.int64)[np.asarray(track_bars, dtype=np.int64)]
+        track_end = bar_starts[track_bars]
         limit = np.maximum(track_end[note_tracks[unclosed]], onsets[unclosed] + 1)
         ends[unclosed] = np.minimum(onsets[unclosed] + config.default_note_steps, limit)
     return _build_score(
-        programs, onsets, ends, pitches, note_tracks,
-        Meter.parse(piece_meter), [(b, Meter.parse(m)) for b, m in meter_changes],
-        bar_starts, config, tpq, tempo_bpm,
+        programs.tolist(), onsets, ends, pitches, note_tracks, piece_meter, meter_changes,
+        bar_starts.tolist(), config, tpq, tempo_bpm,
     )  # fmt: skip
+
+
+def _bar_layout(
+    k: np.ndarray,
+    val: np.ndarray,
+    meter_names: list[str],
+    track: np.ndarray,
+    in_track: np.ndarray,
+    bar_at: np.ndarray,
+    bar_index: np.ndarray,
+    spq: int,
+    default: str,
+) -> tuple[Meter, np.ndarray, list[tuple[int, Meter]]]:
+    """The piece's first meter (a ``TIME_SIGNATURE`` before the first track), the start step
+    of every bar plus one past the last, and the meter changes the first track states (a
+    ``TIME_SIGNATURE`` right after its ``BAR_START``). Bars past the first track's last bar
+    keep its last bar's length."""
+    piece_meter = _meter(default)
+    changes: list[tuple[int, Meter]] = []
+    signatures = np.flatnonzero(k == _TIME_SIGNATURE) if meter_names else ()
+    if len(signatures):
+        header = signatures[track[signatures] < 0]
+        if len(header):
+            piece_meter = _meter(meter_names[val[header[-1]]])
+        follows_bar = signatures[(signatures > 0) & in_track[signatures] & (track[signatures] == 0)]
+        follows_bar = follows_bar[k[follows_bar - 1] == _BAR_START]
+        where = np.searchsorted(bar_at, follows_bar - 1)
+        changes = [
+            (int(bar_index[w]), _meter(meter_names[val[i]]))
+            for w, i in zip(where.tolist(), follows_bar.tolist())
+        ]
+    n_bars = int(bar_index.max()) + 1 if len(bar_index) else 1
+    if not changes:
+        return piece_meter, np.arange(n_bars + 1) * int(piece_meter.quarters_per_bar * spq), changes
+    lengths = np.empty(n_bars, dtype=np.int64)
+    length, cursor = int(piece_meter.quarters_per_bar * spq), 0
+    for bar, meter in changes:
+        lengths[cursor:bar] = length
+        length, cursor = int(meter.quarters_per_bar * spq), bar
+    lengths[cursor:] = length
+    return piece_meter, np.concatenate([[0], np.cumsum(lengths)]), changes
+
+
+@functools.lru_cache(maxsize=64)
+def _meter(text: str) -> Meter:
+    return Meter.parse(text)
 
 
 def _drop_skipped(k: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -858,11 +898,14 @@ def _pair_notes(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, empty
     group = track * 128 + pitch
-    order = np.argsort(group * len(group) + np.arange(len(group)))
+    # A stable sort keeps sequence order within a group; 16-bit keys sort by radix.
+    key = group.astype(np.int16) if group.max() < 2**15 else group
+    order = np.argsort(key, kind="stable")
     group, on = group[order], is_on[order]
-    first = np.concatenate([[True], group[1:] != group[:-1]])
+    same = group[1:] == group[:-1]
+    first = np.concatenate([[True], ~same])
     ends = np.full(len(order), -1, dtype=np.int64)
-    if np.where(first, on, on != np.roll(on, 1)).all():
+    if on[first].all() and (on[1:] != on[:-1])[same].all():
         # Usual case: per group, ons and offs alternate; each off closes the on before it.
         closes = np.flatnonzero(~on & ~first)
         ends[closes - 1] = time[order[closes]]
@@ -911,21 +954,20 @@ def _build_score(
     tempo_bpm: float,
 ) -> ScoreTick:
     """Notes in steps (one array each, ``track_of`` says whose) → a Score in ticks."""
-    from symusic.core import NoteTickList, TrackTick
-
     from midilm.score.gm import program_name
 
     scale = tpq // config.steps_per_quarter
-    score = Score(tpq)
-    score.tempos.append(Tempo(0, tempo_bpm))
-    score.time_signatures.append(TimeSignature(0, piece_meter.numerator, piece_meter.denominator))
+    score = ScoreTick(tpq)
+    score.tempos.append(TempoTick(0, tempo_bpm))
+    score.time_signatures.append(TimeSignatureTick(0, piece_meter.numerator, piece_meter.denominator))
     for bar, meter in meter_changes:
         if bar > 0:
             score.time_signatures.append(
-                TimeSignature(bar_starts[bar] * scale, meter.numerator, meter.denominator)
+                TimeSignatureTick(bar_starts[bar] * scale, meter.numerator, meter.denominator)
             )
     keep = ends > onsets  # a note closed where it opened has no length: dropped
-    order = np.lexsort((pitches[keep], onsets[keep], track_of[keep]))
+    span = int(onsets.max()) + 1 if len(onsets) else 1
+    order = np.argsort((track_of[keep] * span + onsets[keep]) * 128 + pitches[keep])
     start = (onsets[keep][order] * scale).astype(np.int32)
     length = ((ends - onsets)[keep][order] * scale).astype(np.int32)
     pitch = pitches[keep][order].astype(np.int8)
