@@ -28,8 +28,13 @@ from midilm.score import import_music21, music21_specs  # noqa: E402
 from midilm.tokenization.mmm import MMMTokenizer  # noqa: E402
 from midilm.tokenization.remi import REMIConfig  # noqa: E402
 
-COLLECTIONS = ("music21:bach", "music21:beethoven", "music21:haydn", "music21:mozart",
-               "music21:essenFolksong")
+COLLECTIONS = (
+    "music21:bach",
+    "music21:beethoven",
+    "music21:haydn",
+    "music21:mozart",
+    "music21:essenFolksong",
+)
 
 
 def load_pieces(count: int) -> list:
@@ -83,7 +88,9 @@ def main() -> None:
     n = len(scores)
     rows = [("MMM (midilm)", mmm_enc, mmm_dec), ("REMI (MidiTok)", remi_enc, remi_dec)]
     print(f"{n} pieces, {notes} notes")
-    print(f"{'codec':<16}{'encode pieces/s':>16}{'notes/s':>12}{'decode pieces/s':>17}{'notes/s':>12}")
+    print(
+        f"{'codec':<16}{'encode pieces/s':>16}{'notes/s':>12}{'decode pieces/s':>17}{'notes/s':>12}"
+    )
     for name, enc, dec in rows:
         print(f"{name:<16}{n / enc:>16.0f}{notes / enc:>12.0f}{n / dec:>17.0f}{notes / dec:>12.0f}")
     result = {

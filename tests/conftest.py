@@ -9,33 +9,31 @@ processes. Set ``MIDILM_CACHE_DIR`` to keep the test cache somewhere else.
 Fixtures (all session-scoped, in a fixed order):
 
 - ``bach_scores``: ``[(spec, ScoreTick)]``, the first 120 works of ``music21:bach`` by spec;
-- ``other_meter_scores``: ``[(spec, ScoreTick)]``, 45 pieces that are not in 4/4 or that
-  change meter (Bach chorales, essen folk songs, Ryan's Mammoth tunes), chosen by reading
+- ``other_meter_scores``: ``[(spec, ScoreTick)]``, at least 40 pieces (50 today: 25 Bach
+  chorales, 16 essen folk songs, 9 Ryan's Mammoth tunes) that are not in 4/4 or that
+  change meter, chosen by reading
   the time signatures in the corpus files; every one has a valid bar grid
   (:func:`midilm.score.bar_grid` does not raise);
-- ``midi_dir``: a folder of 64 ``.mid`` files (those pieces and the first 20 chorales,
-  two of which are among them), named after their specs (``bach_bwv11.6.mid``,
+- ``midi_dir``: a folder of at least 60 ``.mid`` files (69 today: those pieces and the
+  first 20 chorales, one copy of each), named after their specs (``bach_bwv11.6.mid``,
   ``essenFolksong_han1_74.mid``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 from symusic.core import ScoreTick
 
-from midilm.errors import InvalidMidiError, UnsupportedScoreError
+from midilm.errors import UnsupportedScoreError
 from midilm.score import bar_grid, import_music21, music21_specs, save_midi
-from midilm.score.music21_import import MUSIC21_PREFIX
+from midilm.score.music21_import import MUSIC21_PREFIX, cache_music21
 
 BACH_COUNT = 120
-_COLD_PARALLEL_MIN = 8  # convert in worker processes when at least this many are missing
 
 _ABC_TUNE = re.compile(r"(?m)^(?=X:)")
 _ABC_METER = re.compile(r"(?m)(?:^M:|\[M:)\s*([^\]\r\n]*)")
@@ -105,22 +103,10 @@ def _other_meter_specs() -> list[str]:
 
 
 def _load_all(specs: list[str]) -> list[tuple[str, ScoreTick]]:
-    """Convert the works missing from the cache in parallel, then load them all in order."""
-    from midilm.score.music21_import import _cache_file, _works
-
-    missing = [s for s in specs if not _cache_file(_works(s)[0]).is_file()]
-    workers = min(os.cpu_count() or 1, 8)
-    if len(missing) >= _COLD_PARALLEL_MIN and workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(_convert_only, missing, chunksize=4))
+    """Convert the works missing from the cache in parallel, then load them all in order
+    (a work that fails raises its InvalidMidiError here)."""
+    cache_music21(specs, workers=min(os.cpu_count() or 1, 8))
     return [(spec, import_music21(spec)) for spec in specs]
-
-
-def _convert_only(spec: str) -> None:
-    """Fill the cache. A failure is raised again, readably, when the parent loads the spec
-    (InvalidMidiError does not pickle across processes)."""
-    with contextlib.suppress(InvalidMidiError):
-        import_music21(spec)
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +117,7 @@ def bach_scores() -> list[tuple[str, ScoreTick]]:
 
 @pytest.fixture(scope="session")
 def other_meter_scores() -> list[tuple[str, ScoreTick]]:
-    """45 real pieces not in 4/4 or changing meter, as ``(spec, score)``."""
+    """Real pieces not in 4/4 or changing meter, as ``(spec, score)`` (at least 40)."""
     pieces = []
     for spec, score in _load_all(_other_meter_specs()):
         meters = {(ts.numerator, ts.denominator) for ts in score.time_signatures}
@@ -139,7 +125,7 @@ def other_meter_scores() -> list[tuple[str, ScoreTick]]:
         try:
             bar_grid(score)
         except UnsupportedScoreError:
-            continue  # a meter change inside a bar (an incomplete bar before it)
+            continue  # a bar whose length no meter spells
         pieces.append((spec, score))
     assert len(pieces) >= 40, len(pieces)
     return pieces
@@ -151,7 +137,7 @@ def midi_dir(
     other_meter_scores: list[tuple[str, ScoreTick]],
     bach_scores: list[tuple[str, ScoreTick]],
 ) -> Path:
-    """A folder of 64 real ``.mid`` files: the other-meter pieces and 20 chorales."""
+    """A folder of real ``.mid`` files (at least 60): the other-meter pieces and 20 chorales."""
     folder = tmp_path_factory.mktemp("midi")
     for spec, score in dict([*other_meter_scores, *bach_scores[:20]]).items():
         stem = re.sub(r"[^A-Za-z0-9.]+", "_", spec[len(MUSIC21_PREFIX) :])

@@ -3,18 +3,19 @@ that published checkpoints and Hugging Face tools read."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mmm_helpers import make_score, note_set, reference_decode
 
 from midilm.errors import ConfigError, UnknownTokenError, UnsupportedScoreError
 from midilm.score import bar_grid, quantize
 from midilm.tokenization import load_tokenizer
 from midilm.tokenization.mmm import COMMON_METERS, MMMConfig, MMMTokenizer
+from mmm_helpers import make_score, note_set, reference_decode
 
 SEED_EXAMPLE = (
     "PIECE_START TRACK_START INST=34 DENSITY=8 BAR_START NOTE_ON=60 TIME_DELTA=4 NOTE_OFF=60 "
@@ -34,7 +35,7 @@ def test_round_trip_on_real_pieces(bach_scores, other_meter_scores):
     found = {str(b.meter) for _, s in pieces for b in bar_grid(quantize(s, 4))}
     unusual = tuple(sorted(found - set(COMMON_METERS)))  # e.g. a 13/16 bar in a folk song
     assert unusual, "the corpus has bars in meters beyond the common ones"
-    with pytest.raises(UnsupportedScoreError, match="MMMConfig.meters"):
+    with pytest.raises(UnsupportedScoreError, match=r"MMMConfig\.meters"):
         for _, score in pieces:
             MMMTokenizer(meter_tokens=True).encode(score)
     tok = MMMTokenizer(meter_tokens=True, meters=COMMON_METERS + unusual)
@@ -52,7 +53,8 @@ def test_round_trip_on_real_pieces(bach_scores, other_meter_scores):
 def test_round_trip_in_4_4_without_meter_tokens(bach_scores):
     tok = MMMTokenizer()
     four_four = [
-        (spec, s) for spec, s in bach_scores
+        (spec, s)
+        for spec, s in bach_scores
         if {(t.numerator, t.denominator) for t in s.time_signatures} == {(4, 4)}
     ]
     assert len(four_four) >= 50
@@ -63,8 +65,9 @@ def test_round_trip_in_4_4_without_meter_tokens(bach_scores):
 
 
 def test_other_meter_without_the_setting_names_it(other_meter_scores):
-    spec, score = next(
-        (spec, s) for spec, s in other_meter_scores
+    score = next(
+        s
+        for _, s in other_meter_scores
         if all((t.numerator, t.denominator) != (4, 4) for t in s.time_signatures)
     )
     with pytest.raises(UnsupportedScoreError, match="meter_tokens") as info:
@@ -74,7 +77,8 @@ def test_other_meter_without_the_setting_names_it(other_meter_scores):
 
 def test_meter_change_is_written_in_every_track(other_meter_scores, meter_tok):
     changing = [
-        (spec, s) for spec, s in other_meter_scores
+        (spec, s)
+        for spec, s in other_meter_scores
         if len({(t.numerator, t.denominator) for t in s.time_signatures}) > 1
     ]
     assert changing, "the corpus fixture should hold a piece that changes meter"
@@ -111,7 +115,10 @@ def test_round_trip_property(tracks, meter):
 @given(tracks=tracks_strategy, tpq=st.sampled_from([96, 480, 10080]))
 def test_round_trip_off_grid_equals_quantize(tracks, tpq):
     """Off-grid timing is lost only as quantize() says: decode(encode(s)) == quantize(s)."""
-    scaled = [(p, d, [(o * tpq // 7, max(1, dur * tpq // 5), x) for o, dur, x in ns]) for p, d, ns in tracks]
+    scaled = [
+        (p, d, [(o * tpq // 7, max(1, dur * tpq // 5), x) for o, dur, x in ns])
+        for p, d, ns in tracks
+    ]
     score = make_score(scaled, tpq=tpq)
     tok = MMMTokenizer()
     assert note_set(tok.decode(tok.encode(score))) == note_set(score)
@@ -128,7 +135,9 @@ def test_seed_example_decodes():
 
 def test_float_deltas_read_like_integers():
     tok = MMMTokenizer()
-    assert note_set(tok.decode(SEED_EXAMPLE.replace("=4 ", "=4.0 "))) == note_set(tok.decode(SEED_EXAMPLE))
+    assert note_set(tok.decode(SEED_EXAMPLE.replace("=4 ", "=4.0 "))) == note_set(
+        tok.decode(SEED_EXAMPLE)
+    )
 
 
 def test_restruck_pitch_reads_off_then_on():
@@ -142,7 +151,13 @@ def test_note_ending_on_the_bar_line_closes_inside_its_bar():
     score = make_score([(0, False, [(4, 12, 62), (16, 4, 64)])])
     text = MMMTokenizer().encode_text(score)
     first_bar = text.split("BAR_START")[1]
-    assert first_bar.split() == ["TIME_DELTA=4", "NOTE_ON=62", "TIME_DELTA=12", "NOTE_OFF=62", "BAR_END"]
+    assert first_bar.split() == [
+        "TIME_DELTA=4",
+        "NOTE_ON=62",
+        "TIME_DELTA=12",
+        "NOTE_OFF=62",
+        "BAR_END",
+    ]
 
 
 def test_note_across_a_bar_line_closes_in_the_later_bar():
@@ -188,8 +203,13 @@ def test_fit_density_uses_percentiles(bach_scores):
 # ---------------------------------------------------------------- decoding rules
 def test_unclosed_note_gets_the_default_length_or_the_window_end():
     tok = MMMTokenizer()
-    text = "PIECE_START TRACK_START INST=0 DENSITY=0 BAR_START NOTE_ON=60 TIME_DELTA=14 NOTE_ON=62 BAR_END TRACK_END"
-    notes = sorted((n.time // 120, n.duration // 120, n.pitch) for n in tok.decode(text).tracks[0].notes)
+    text = (
+        "PIECE_START TRACK_START INST=0 DENSITY=0 "
+        "BAR_START NOTE_ON=60 TIME_DELTA=14 NOTE_ON=62 BAR_END TRACK_END"
+    )
+    notes = sorted(
+        (n.time // 120, n.duration // 120, n.pitch) for n in tok.decode(text).tracks[0].notes
+    )
     assert notes == [(0, 4, 60), (14, 2, 62)]
 
 
@@ -199,11 +219,14 @@ def test_time_resets_at_every_bar_and_stray_tokens_are_skipped():
         "PIECE_START STYLE=JSFAKES TRACK_START INST=0 DENSITY=1 "
         "BAR_START TIME_DELTA=16 TIME_DELTA=16 NOTE_OFF=70 BAR_END "
         "BAR_START KEYS_START KEY=C KEYS_END NOTE_ON=60 TIME_DELTA=2 NOTE_OFF=60 BAR_END TRACK_END "
-        "PIECE_END TRACK_START INST=5 DENSITY=0 BAR_START NOTE_ON=1 TIME_DELTA=1 NOTE_OFF=1 BAR_END TRACK_END"
+        "PIECE_END TRACK_START INST=5 DENSITY=0 "
+        "BAR_START NOTE_ON=1 TIME_DELTA=1 NOTE_OFF=1 BAR_END TRACK_END"
     )
     score = tok.decode(text)
     assert len(score.tracks) == 1
-    assert [(n.time // 120, n.duration // 120, n.pitch) for n in score.tracks[0].notes] == [(16, 2, 60)]
+    assert [(n.time // 120, n.duration // 120, n.pitch) for n in score.tracks[0].notes] == [
+        (16, 2, 60)
+    ]
 
 
 @settings(max_examples=200, deadline=None)
@@ -234,7 +257,9 @@ def test_decoder_matches_a_plain_token_loop(events):
     text = " ".join(tokens)
     score = MMMTokenizer().decode(text, ticks_per_quarter=4)
     got = sorted(
-        (i, n.time, n.time + n.duration, n.pitch) for i, t in enumerate(score.tracks) for n in t.notes
+        (i, n.time, n.time + n.duration, n.pitch)
+        for i, t in enumerate(score.tracks)
+        for n in t.notes
     )
     assert got == reference_decode(text)
 
@@ -259,7 +284,9 @@ def test_windows_cover_the_piece_with_a_hop(bach_scores, meter_tok):
         lo, hi = bars[w.start_bar].start_ticks, bars[w.start_bar + 3].end_ticks
         expected = sorted(
             (t.program, max(n.time, lo) - lo, min(n.end, hi) - max(n.time, lo), n.pitch)
-            for t in q.tracks for n in t.notes if n.time < hi and n.end > lo
+            for t in q.tracks
+            for n in t.notes
+            if n.time < hi and n.end > lo
         )
         back = quantize(meter_tok.decode(w.ids), 4)
         got = sorted((t.program, n.time, n.duration, n.pitch) for t in back.tracks for n in t.notes)
@@ -268,7 +295,7 @@ def test_windows_cover_the_piece_with_a_hop(bach_scores, meter_tok):
 
 
 def test_infill_text_moves_masked_bars_to_the_end(bach_scores, meter_tok):
-    spec, score = bach_scores[0]
+    _, score = bach_scores[0]
     cells = [(1, 1), (0, 3), (2, 2)]
     ids = meter_tok.encode_infill(score, cells, bars=(0, 4))
     text = meter_tok.ids_to_text(ids)
@@ -279,12 +306,15 @@ def test_infill_text_moves_masked_bars_to_the_end(bach_scores, meter_tok):
     plain = quantize(meter_tok.decode(meter_tok.encode_infill(score, [], bars=(0, 4))), 4)
     back = quantize(meter_tok.decode(ids), 4)
     bar_len = bar_grid(plain)[0].length_ticks
-    for index, (a, b) in enumerate(zip(plain.tracks, back.tracks)):
-        cuts = sorted({bar * bar_len for t, bar in cells if t == index} | {(bar + 1) * bar_len for t, bar in cells if t == index})
+    for index, (a, b) in enumerate(zip(plain.tracks, back.tracks, strict=True)):
+        cuts = sorted(
+            {bar * bar_len for t, bar in cells if t == index}
+            | {(bar + 1) * bar_len for t, bar in cells if t == index}
+        )
         expected = []
         for n in a.notes:
             edges = [n.time, *[c for c in cuts if n.time < c < n.end], n.end]
-            expected += [(lo, hi - lo, n.pitch) for lo, hi in zip(edges, edges[1:])]
+            expected += [(lo, hi - lo, n.pitch) for lo, hi in itertools.pairwise(edges)]
         assert sorted(expected) == sorted((n.time, n.duration, n.pitch) for n in b.notes), index
 
 
@@ -341,18 +371,26 @@ def _published_vocabulary(tmp_path, texts: list[str]):
 
     hf = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.WordLevelTrainer(special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"])
+    trainer = trainers.WordLevelTrainer(
+        special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    )
     hf.train_from_iterator(texts, trainer)
     hf.save(str(tmp_path / "tokenizer.json"))
     return hf
 
 
 def test_published_vocabulary_keeps_its_ids(tmp_path, bach_scores):
-    four_four = [s for _, s in bach_scores if {(t.numerator, t.denominator) for t in s.time_signatures} == {(4, 4)}]
+    four_four = [
+        s
+        for _, s in bach_scores
+        if {(t.numerator, t.denominator) for t in s.time_signatures} == {(4, 4)}
+    ]
     ours = MMMTokenizer(density_bins=5)
     # Older published files spell deltas as floats (TIME_DELTA=4.0).
     texts = [
-        " ".join(t + ".0" if t.startswith("TIME_DELTA=") else t for t in ours.encode_text(s).split())
+        " ".join(
+            t + ".0" if t.startswith("TIME_DELTA=") else t for t in ours.encode_text(s).split()
+        )
         for s in four_four[:20]
     ]
     hf = _published_vocabulary(tmp_path, texts)
@@ -373,10 +411,10 @@ def test_published_vocabulary_keeps_its_ids(tmp_path, bach_scores):
 
 
 def test_load_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match=r"tokenizer\.json"):
         MMMTokenizer.load(tmp_path)
     (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": {}}}))
-    with pytest.raises(ValueError, match="tokenizer.json"):
+    with pytest.raises(ValueError, match=r"tokenizer\.json"):
         MMMTokenizer.load(tmp_path)
 
 

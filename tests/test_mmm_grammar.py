@@ -24,8 +24,11 @@ def _text_check(tok: MMMTokenizer, text: str, bars: int | None = None):
 def test_real_encodings_pass_and_every_next_token_is_allowed(bach_scores, other_meter_scores, tok):
     from midilm.tokenization.mmm import COMMON_METERS
 
-    pieces = [(s, x) for s, x in [*bach_scores[:30], *other_meter_scores]
-              if {str(b.meter) for b in bar_grid(quantize(x, 4))} <= set(COMMON_METERS)]
+    pieces = [
+        (s, x)
+        for s, x in [*bach_scores[:30], *other_meter_scores]
+        if {str(b.meter) for b in bar_grid(quantize(x, 4))} <= set(COMMON_METERS)
+    ]
     assert len(pieces) >= 60
     for spec, score in pieces:
         ids = tok.encode(score)
@@ -62,7 +65,11 @@ def test_random_walks_inside_the_mask_are_well_formed(seed, tok):
         # Each kind of token gets an equal chance, so walks hold music and stay short.
         kinds = [tok.vocab.token_type(int(c)) for c in candidates]
         # As a sampler does, the walk decides how many tracks it writes.
-        never = "TRACK_START" if ids.count(tok.token_to_id("TRACK_END")) >= tracks_wanted else "PIECE_END"
+        never = (
+            "TRACK_START"
+            if ids.count(tok.token_to_id("TRACK_END")) >= tracks_wanted
+            else "PIECE_END"
+        )
         kinds = ["(never)" if k == never else k for k in kinds]
         weights = np.array([0.0 if k == "(never)" else 1.0 / kinds.count(k) for k in kinds])
         choice = int(rng.choice(candidates, p=weights / weights.sum()))
@@ -88,7 +95,10 @@ BASE = "PIECE_START TRACK_START INST=0 DENSITY=3"
     ("body", "kind"),
     [
         ("BAR_START NOTE_OFF=60 BAR_END", ViolationKind.NOTE_OFF_WITHOUT_ON),
-        ("BAR_START NOTE_ON=60 NOTE_ON=60 TIME_DELTA=2 NOTE_OFF=60 NOTE_OFF=60 BAR_END", ViolationKind.DUPLICATE_NOTE),
+        (
+            "BAR_START NOTE_ON=60 NOTE_ON=60 TIME_DELTA=2 NOTE_OFF=60 NOTE_OFF=60 BAR_END",
+            ViolationKind.DUPLICATE_NOTE,
+        ),
         ("BAR_START NOTE_ON=60 TIME_DELTA=12 TIME_DELTA=8 NOTE_OFF=60 BAR_END", ViolationKind.TIME),
         ("BAR_START NOTE_ON=60 NOTE_OFF=60 BAR_END", ViolationKind.TIME),
         ("BAR_START TIME_DELTA=16 NOTE_ON=60 BAR_END", ViolationKind.TIME),
@@ -98,7 +108,9 @@ BASE = "PIECE_START TRACK_START INST=0 DENSITY=3"
     ],
 )
 def test_broken_sequences_are_counted_by_kind(tok, body, kind):
-    violations = _text_check(tok, f"PIECE_START TIME_SIGNATURE=4/4 TRACK_START INST=0 DENSITY=3 {body} TRACK_END", bars=1)
+    violations = _text_check(
+        tok, f"PIECE_START TIME_SIGNATURE=4/4 TRACK_START INST=0 DENSITY=3 {body} TRACK_END", bars=1
+    )
     assert violations, body
     assert violations[0].kind is kind, [str(v) for v in violations]
 
@@ -127,7 +139,9 @@ def test_later_tracks_must_follow_the_first_tracks_meters(tok):
     head = "PIECE_START TIME_SIGNATURE=4/4 TRACK_START INST=0 DENSITY=3"
     first = "BAR_START BAR_END BAR_START TIME_SIGNATURE=3/4 BAR_END"
     state = tok.grammar().start()
-    for token_id in tok.text_to_ids(f"{head} {first} TRACK_END TRACK_START INST=1 DENSITY=0 BAR_START BAR_END BAR_START"):
+    for token_id in tok.text_to_ids(
+        f"{head} {first} TRACK_END TRACK_START INST=1 DENSITY=0 BAR_START BAR_END BAR_START"
+    ):
         assert state.advance(token_id) is None
     mask = state.allowed()
     assert np.flatnonzero(mask).tolist() == [tok.token_to_id("TIME_SIGNATURE=3/4")]
@@ -135,7 +149,10 @@ def test_later_tracks_must_follow_the_first_tracks_meters(tok):
 
 def test_note_across_a_bar_line_may_stay_open_until_the_last_bar():
     tok = MMMTokenizer()
-    text = f"{BASE} BAR_START TIME_DELTA=8 NOTE_ON=60 BAR_END BAR_START TIME_DELTA=4 NOTE_OFF=60 BAR_END TRACK_END"
+    text = (
+        f"{BASE} BAR_START TIME_DELTA=8 NOTE_ON=60 BAR_END "
+        "BAR_START TIME_DELTA=4 NOTE_OFF=60 BAR_END TRACK_END"
+    )
     assert _text_check(tok, text) == []
     state = tok.grammar(bars=2).start()
     for token_id in tok.text_to_ids(f"{BASE} BAR_START BAR_END BAR_START NOTE_ON=60 TIME_DELTA=16"):
@@ -147,15 +164,28 @@ def test_note_across_a_bar_line_may_stay_open_until_the_last_bar():
 def test_mask_never_offers_a_token_the_published_vocabulary_lacks(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    text = f"{BASE} BAR_START NOTE_ON=60 TIME_DELTA=4.0 NOTE_OFF=60 NOTE_ON=62 TIME_DELTA=12.0 NOTE_OFF=62 BAR_END TRACK_END"
+    text = (
+        f"{BASE} BAR_START NOTE_ON=60 TIME_DELTA=4.0 NOTE_OFF=60 "
+        "NOTE_ON=62 TIME_DELTA=12.0 NOTE_OFF=62 BAR_END TRACK_END"
+    )
     hf = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    hf.train_from_iterator([text], trainers.WordLevelTrainer(special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]))
+    hf.train_from_iterator(
+        [text],
+        trainers.WordLevelTrainer(special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]),
+    )
     hf.save(str(tmp_path / "tokenizer.json"))
     tok = MMMTokenizer.load(tmp_path)
     state = tok.grammar().start()
     for token_id in tok.text_to_ids(f"{BASE} BAR_START"):
         state.advance(token_id)
     allowed = {tok.id_to_token(int(i)) for i in np.flatnonzero(state.allowed())}
-    assert allowed <= {"NOTE_ON=60", "NOTE_ON=62", "TIME_DELTA=4.0", "TIME_DELTA=12.0", "BAR_END", "FILL_IN"}
+    assert allowed <= {
+        "NOTE_ON=60",
+        "NOTE_ON=62",
+        "TIME_DELTA=4.0",
+        "TIME_DELTA=12.0",
+        "BAR_END",
+        "FILL_IN",
+    }
     assert {"NOTE_ON=60", "NOTE_ON=62", "TIME_DELTA=4.0", "TIME_DELTA=12.0", "BAR_END"} <= allowed

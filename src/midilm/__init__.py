@@ -34,6 +34,7 @@ from midilm.errors import (
     UnknownTokenError,
     UnsupportedScoreError,
 )
+
 if TYPE_CHECKING:
     from midilm.score import load_midi, load_score, save_midi
     from midilm.tokenization.base import load_tokenizer

@@ -51,7 +51,10 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             return tuple(_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"{where}: expected {len(args)} items, received {value!r}")
-        return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(
+            _check_type(item, item_hint, f"{where}[{i}]")
+            for i, (item, item_hint) in enumerate(zip(value, args, strict=True))
+        )
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, received {value!r}")

@@ -84,7 +84,9 @@ def _meter_changes(score: ScoreTick) -> list[tuple[int, Meter]]:
         try:
             by_tick[int(ts.time)] = Meter(int(ts.numerator), int(ts.denominator))
         except ValueError as err:
-            raise UnsupportedScoreError("meter", f"time signature at tick {ts.time}: {err}") from err
+            raise UnsupportedScoreError(
+                "meter", f"time signature at tick {ts.time}: {err}"
+            ) from err
     changes = sorted(by_tick.items())
     if not changes or changes[0][0] > 0:
         changes.insert(0, (0, Meter(4, 4)))
@@ -135,8 +137,12 @@ def _cut_bar(bar: Bar, end_ticks: int, tpq: int) -> Bar:
     while denominator <= 64:
         beats = length * denominator / 4
         if beats.denominator == 1 and beats > 0:
-            return Bar(bar.index, bar.start_ticks, end_ticks - bar.start_ticks,
-                       Meter(int(beats), denominator))
+            return Bar(
+                bar.index,
+                bar.start_ticks,
+                end_ticks - bar.start_ticks,
+                Meter(int(beats), denominator),
+            )
         denominator *= 2
     raise UnsupportedScoreError(
         "meter",

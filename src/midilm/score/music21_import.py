@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -51,6 +51,7 @@ __all__ = [
     "MUSIC21_PREFIX",
     "MUSIC21_SUFFIXES",
     "cache_dir",
+    "cache_music21",
     "import_music21",
     "iter_music21",
     "music21_specs",
@@ -258,6 +259,34 @@ def iter_music21(spec: str) -> Iterator[tuple[str, ScoreTick]]:
     :func:`import_music21`; callers that prefer to skip it catch ``InvalidMidiError``."""
     for work in _works(spec):
         yield work.spec, _load_work(work)
+
+
+def cache_music21(specs: Iterable[str], *, workers: int | None = None) -> dict[str, str]:
+    """Convert the works of ``specs`` that are not cached yet, in ``workers`` processes
+    (default: one per CPU), so that later imports are plain MIDI loads.
+
+    Returns ``{spec: error message}`` for the works that could not be converted; the
+    others are in the cache. Each spec names one work (see :func:`music21_specs`).
+    """
+    missing = [spec for spec in specs if not _cache_file(_works(spec)[0]).is_file()]
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(missing) < 2:
+        results = [_convert_to_cache(spec) for spec in missing]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(missing))) as pool:
+            results = list(pool.map(_convert_to_cache, missing, chunksize=4))
+    return {spec: error for spec, error in zip(missing, results, strict=True) if error}
+
+
+def _convert_to_cache(spec: str) -> str | None:
+    # Errors travel back as text: exceptions with required arguments do not unpickle.
+    try:
+        import_music21(spec)
+    except InvalidMidiError as err:
+        return str(err)
+    return None
 
 
 def _canonical(spec: str) -> str:

@@ -34,7 +34,9 @@ def quantize(score: ScoreTick, steps_per_quarter: int) -> ScoreTick:
             continue
         a = track.notes.numpy()
         onset = np.floor(a["time"].astype(np.float64) * scale + 0.5).astype(np.int64)
-        end = np.floor((a["time"] + a["duration"]).astype(np.float64) * scale + 0.5).astype(np.int64)
+        end = np.floor((a["time"] + a["duration"]).astype(np.float64) * scale + 0.5).astype(
+            np.int64
+        )
         end = np.maximum(end, onset + 1)
         pitch = a["pitch"].astype(np.int64)
         velocity = a["velocity"].astype(np.int64)

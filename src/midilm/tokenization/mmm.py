@@ -27,6 +27,7 @@ follow which.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,12 @@ import numpy as np
 from symusic.core import NoteTickList, ScoreTick, TempoTick, TimeSignatureTick, TrackTick
 
 from midilm.config import FrozenConfig
-from midilm.errors import ConfigError, TokenizerMismatchError, UnknownTokenError, UnsupportedScoreError
+from midilm.errors import (
+    ConfigError,
+    TokenizerMismatchError,
+    UnknownTokenError,
+    UnsupportedScoreError,
+)
 from midilm.score.meter import Bar, Meter, bar_grid
 from midilm.score.quantize import quantize
 from midilm.tokenization.base import (
@@ -130,7 +136,7 @@ class MMMConfig(FrozenConfig):
                 f"MMMConfig.density_edges needs density_bins - 1 = {self.density_bins - 1} "
                 f"edges, received {len(edges)}"
             )
-        if any(b < a for a, b in zip(edges, edges[1:])):
+        if any(b < a for a, b in itertools.pairwise(edges)):
             raise ConfigError(f"MMMConfig.density_edges must not decrease, received {edges}")
 
     def _default_edges(self) -> tuple[float, ...]:
@@ -394,9 +400,13 @@ class MMMTokenizer:
             pitch = track.pitch[inside]
             cut_bars = masked_by_track.get(index, [])
             if cut_bars:
-                cuts = sorted({bars[b].start_ticks for b in cut_bars} | {bars[b].end_ticks for b in cut_bars})
+                cuts = sorted(
+                    {bars[b].start_ticks for b in cut_bars} | {bars[b].end_ticks for b in cut_bars}
+                )
                 onset, end, pitch = _split_at(onset, end, pitch, np.array(cuts, dtype=np.int64))
-            out.extend(self._track_ids(track.program, onset, end, pitch, bars, starts, cut_bars, fills))
+            out.extend(
+                self._track_ids(track.program, onset, end, pitch, bars, starts, cut_bars, fills)
+            )
         if not out:
             return []
         ids = header + out
@@ -425,13 +435,16 @@ class MMMTokenizer:
         inst = vocab.inst[program]
         if inst < 0:
             raise UnknownTokenError(
-                f"{'INST=DRUMS' if program == DRUMS else f'INST={program}'!r} is not in this vocabulary"
+                f"{'INST=DRUMS' if program == DRUMS else f'INST={program}'!r} is not in "
+                "this vocabulary"
             )
         # Events: note-offs then note-ons at one instant, earlier notes first.
         n = len(onset)
         times = np.concatenate([end, onset])
         is_on = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64)])
-        order = np.lexsort((np.concatenate([pitch, pitch]), np.concatenate([onset, onset]), is_on, times))
+        order = np.lexsort(
+            (np.concatenate([pitch, pitch]), np.concatenate([onset, onset]), is_on, times)
+        )
         times, is_on, pitches = times[order], is_on[order], np.concatenate([pitch, pitch])[order]
         # A note-on belongs to the bar it starts in; a note-off on a bar line to the bar before.
         bar_of = np.where(
@@ -453,10 +466,19 @@ class MMMTokenizer:
         has_delta = delta > 0
         if has_delta.any():
             if delta.max() >= len(vocab.time_delta) or vocab.time_delta[delta[has_delta]].min() < 0:
-                bad = int(delta[has_delta][np.argmax(
-                    (delta[has_delta] >= len(vocab.time_delta))
-                    | (vocab.time_delta[np.minimum(delta[has_delta], len(vocab.time_delta) - 1)] < 0)
-                )])
+                bad = int(
+                    delta[has_delta][
+                        np.argmax(
+                            (delta[has_delta] >= len(vocab.time_delta))
+                            | (
+                                vocab.time_delta[
+                                    np.minimum(delta[has_delta], len(vocab.time_delta) - 1)
+                                ]
+                                < 0
+                            )
+                        )
+                    ]
+                )
                 raise UnknownTokenError(vocab._missing_message(vocab.delta_spelling(bad)))
             delta_ids = np.where(has_delta, vocab.time_delta[np.where(has_delta, delta, 0)], -1)
         else:
@@ -584,8 +606,12 @@ class MMMTokenizer:
             "sep_token": "[SEP]",
             "clean_up_tokenization_spaces": False,
         }
-        atomic_write_text(directory / "tokenizer_config.json", json.dumps(hf_config, indent=2) + "\n")
-        write_midilm_json(directory, {"tokenizer": {"kind": "mmm", "config": self.config.to_dict()}})
+        atomic_write_text(
+            directory / "tokenizer_config.json", json.dumps(hf_config, indent=2) + "\n"
+        )
+        write_midilm_json(
+            directory, {"tokenizer": {"kind": "mmm", "config": self.config.to_dict()}}
+        )
 
     @classmethod
     def load(cls, directory: str | Path, **overrides: Any) -> MMMTokenizer:
@@ -658,7 +684,9 @@ def _infer_config(vocab: MMMVocabulary) -> dict[str, Any]:
     if vocab.meters:
         settings["meter_tokens"] = True
         settings["meters"] = list(vocab.meters)
-    genres = [vocab.tokens[i].partition("=")[2] for i in vocab.names if vocab.kinds[i] == Kind.GENRE]
+    genres = [
+        vocab.tokens[i].partition("=")[2] for i in vocab.names if vocab.kinds[i] == Kind.GENRE
+    ]
     if genres:
         settings["genres"] = genres
     return settings
@@ -684,9 +712,9 @@ def _split_at(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split every note that crosses one of the ``cuts`` (sorted step positions)."""
     o, e, p = [], [], []
-    for a, b, x in zip(onset.tolist(), end.tolist(), pitch.tolist()):
+    for a, b, x in zip(onset.tolist(), end.tolist(), pitch.tolist(), strict=True):
         inner = cuts[(cuts > a) & (cuts < b)].tolist()
-        for lo, hi in zip([a, *inner], [*inner, b]):
+        for lo, hi in itertools.pairwise([a, *inner, b]):
             o.append(lo)
             e.append(hi)
             p.append(x)
@@ -695,7 +723,9 @@ def _split_at(
 
 # Plain ints: comparing numpy arrays with enum members converts them on every call.
 _STRUCTURAL = np.zeros(len(Kind), dtype=bool)
-_STRUCTURAL[[Kind.TRACK_START, Kind.TRACK_END, Kind.BAR_START, Kind.INST, Kind.TIME_SIGNATURE]] = True
+_STRUCTURAL[[Kind.TRACK_START, Kind.TRACK_END, Kind.BAR_START, Kind.INST, Kind.TIME_SIGNATURE]] = (
+    True
+)
 _NOTE_EVENT = np.zeros(len(Kind), dtype=bool)
 _NOTE_EVENT[[Kind.NOTE_ON, Kind.NOTE_OFF]] = True
 _SKIPPED = np.zeros(len(Kind), dtype=bool)
@@ -798,7 +828,11 @@ def _decode_events(
     order = np.argsort(anchor_pos, kind="stable")
     anchor_pos = anchor_pos[order]
     anchor_step = np.concatenate(
-        [np.zeros(len(starts_at), np.int64), bar_starts[bar_index], np.zeros(len(ends_at), np.int64)]
+        [
+            np.zeros(len(starts_at), np.int64),
+            bar_starts[bar_index],
+            np.zeros(len(ends_at), np.int64),
+        ]
     )[order]
     anchor_live = np.concatenate(
         [np.ones(len(starts_at) + len(bar_at), bool), np.zeros(len(ends_at), bool)]
@@ -818,7 +852,9 @@ def _decode_events(
     time = anchor_step[owner] + deltas[events] - deltas[pos_of]
     track_of = track[events]
 
-    onsets, ends, pitches, note_tracks = _pair_notes(k[events] == _NOTE_ON, val[events], time, track_of)
+    onsets, ends, pitches, note_tracks = _pair_notes(
+        k[events] == _NOTE_ON, val[events], time, track_of
+    )
     unclosed = ends < 0
     if unclosed.any():
         track_end = bar_starts[track_bars]
@@ -857,7 +893,7 @@ def _bar_layout(
         where = np.searchsorted(bar_at, follows_bar - 1)
         changes = [
             (int(bar_index[w]), _meter(meter_names[val[i]]))
-            for w, i in zip(where.tolist(), follows_bar.tolist())
+            for w, i in zip(where.tolist(), follows_bar.tolist(), strict=True)
         ]
     n_bars = int(bar_index.max()) + 1 if len(bar_index) else 1
     if not changes:
@@ -959,7 +995,9 @@ def _build_score(
     scale = tpq // config.steps_per_quarter
     score = ScoreTick(tpq)
     score.tempos.append(TempoTick(0, tempo_bpm))
-    score.time_signatures.append(TimeSignatureTick(0, piece_meter.numerator, piece_meter.denominator))
+    score.time_signatures.append(
+        TimeSignatureTick(0, piece_meter.numerator, piece_meter.denominator)
+    )
     for bar, meter in meter_changes:
         if bar > 0:
             score.time_signatures.append(
@@ -978,6 +1016,8 @@ def _build_score(
         gm_program = 0 if is_drum else program
         track = TrackTick(program_name(gm_program, is_drum), gm_program, is_drum)
         lo, hi = bounds[t], bounds[t + 1]
-        track.notes = NoteTickList.from_numpy(start[lo:hi], length[lo:hi], pitch[lo:hi], velocity[lo:hi])
+        track.notes = NoteTickList.from_numpy(
+            start[lo:hi], length[lo:hi], pitch[lo:hi], velocity[lo:hi]
+        )
         score.tracks.append(track)
     return score

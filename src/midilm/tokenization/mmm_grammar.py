@@ -176,7 +176,9 @@ class MMMGrammarState:
             open_notes = bool(self.sounding.any())
             if self.bars_expected is None or self.bar + 1 < self.bars_expected:
                 allow(Kind.BAR_START)
-            if (self.bars_expected is None or self.bar + 1 == self.bars_expected) and not open_notes:
+            if (
+                self.bars_expected is None or self.bar + 1 == self.bars_expected
+            ) and not open_notes:
                 allow(Kind.TRACK_END)
         elif phase is Phase.AFTER_TRACK:
             allow(Kind.TRACK_START)
@@ -253,10 +255,14 @@ class MMMGrammarState:
             return ViolationKind.TIME, (
                 f"time passes the bar's end ({self.time} + {value} > {self.bar_length} steps)"
             )
-        if kind in (Kind.BAR_END, Kind.TRACK_END, Kind.FILL_END) and self.sounding.any():
-            if self.phase in (Phase.IN_BAR, Phase.IN_FILL, Phase.AFTER_BAR):
-                pitches = np.flatnonzero(self.sounding).tolist()
-                return ViolationKind.UNCLOSED_NOTE, f"notes never ended: pitches {pitches}"
+        closing = kind in (Kind.BAR_END, Kind.TRACK_END, Kind.FILL_END)
+        if (
+            closing
+            and self.sounding.any()
+            and self.phase in (Phase.IN_BAR, Phase.IN_FILL, Phase.AFTER_BAR)
+        ):
+            pitches = np.flatnonzero(self.sounding).tolist()
+            return ViolationKind.UNCLOSED_NOTE, f"notes never ended: pitches {pitches}"
         return ViolationKind.TYPE, f"{kind.name} may not follow here ({self.phase.name.lower()})"
 
     def _apply(self, kind: Kind, value: int, token: str) -> None:
@@ -276,7 +282,9 @@ class MMMGrammarState:
                 self.bar_length = g.bar_steps(meter)
                 if self.track == 0 and self.bar < len(self.first_track_meters):
                     self.first_track_meters[self.bar] = meter
-                self.phase = Phase.BAR_DENSITY if g.config.density_placement == "bar" else Phase.IN_BAR
+                self.phase = (
+                    Phase.BAR_DENSITY if g.config.density_placement == "bar" else Phase.IN_BAR
+                )
         elif kind in (Kind.GENRE, Kind.STYLE):
             pass
         elif kind is Kind.TRACK_START:
@@ -358,7 +366,9 @@ class MMMGrammarState:
             pitches = np.flatnonzero(self.sounding).tolist()
             return [
                 Violation(
-                    self.position, "<end>", ViolationKind.UNCLOSED_NOTE,
+                    self.position,
+                    "<end>",
+                    ViolationKind.UNCLOSED_NOTE,
                     f"notes never ended: pitches {pitches}",
                 )
             ]

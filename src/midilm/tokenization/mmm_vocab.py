@@ -16,7 +16,7 @@ import numpy as np
 
 from midilm.errors import UnknownTokenError
 
-__all__ = ["SPECIAL_TOKENS", "DRUMS", "Kind", "MMMVocabulary", "parse_token"]
+__all__ = ["DRUMS", "SPECIAL_TOKENS", "Kind", "MMMVocabulary", "parse_token"]
 
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
 DRUMS = 128

@@ -1,0 +1,5 @@
+"""``python -m midilm`` runs the ``midilm`` command."""
+
+from midilm.cli.main import main
+
+main()
