@@ -210,12 +210,13 @@ def _works(spec: str) -> list[_Work]:
                 continue
             seen.add(work_rel)
             works.extend(_works_in_file(file, work_rel))
-        return sorted(works, key=lambda w: w.spec)
+        return sorted(works, key=lambda w: (w.cache_key.partition("#")[0], w.number or 0))
     raise InvalidMidiError(spec, "missing", f"the music21 corpus has no work or folder {rel!r}")
 
 
 def music21_specs(spec: str) -> list[str]:
-    """The work specs a collection holds, sorted, without parsing any of them.
+    """The work specs a collection holds, without parsing any of them: sorted by path,
+    the tunes of an opus by their number.
 
     ``music21_specs("music21:bach")`` lists each chorale once (a work stored in two
     encodings is listed once); ``music21_specs("music21:essenFolksong/han1")`` lists the
