@@ -34,6 +34,10 @@ class InvalidMidiError(MidilmError, ValueError):
         self.detail = detail
         super().__init__(f"{source}: {detail}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        # Pickled by its arguments, so it crosses process pools (parallel preparation).
+        return type(self), (self.source, self.reason, self.detail)
+
 
 class UnsupportedScoreError(MidilmError, ValueError):
     """A valid score the chosen tokenizer settings cannot express (e.g. a 3/4 piece for a
@@ -43,6 +47,9 @@ class UnsupportedScoreError(MidilmError, ValueError):
         self.reason = reason
         self.detail = detail
         super().__init__(detail)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.reason, self.detail)
 
 
 class UnknownTokenError(MidilmError, ValueError):
