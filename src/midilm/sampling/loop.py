@@ -1,0 +1,142 @@
+"""The token loop: candidates sampled in lockstep over one KV cache, masked by a grammar.
+
+Every step feeds one id per row (sampled, or forced by the task — an instrument, a density,
+the context of the next window) and reads the next logits. Forced and sampled ids share the
+same cache, so a prompt or a context costs one batched forward, not a token loop. Rows stop
+on their own structural condition (a ``TRACK_END``, a ``FILL_END`` …), never on a token
+count alone; the cache's capacity is the only hard limit.
+
+The loop knows grammars only through the ``GrammarState`` protocol and models only through
+:class:`~midilm.sampling.engine.GPT2Engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from midilm.errors import MidilmError
+from midilm.sampling.engine import GPT2Engine, KVCache
+from midilm.sampling.processors import sample_next
+from midilm.tokenization.grammar import GrammarState
+
+__all__ = ["Candidate", "SamplingError", "TokenLoop"]
+
+
+class SamplingError(MidilmError, RuntimeError):
+    """Sampling could not finish: the context is full, or a prompt breaks the grammar."""
+
+
+@dataclass
+class Candidate:
+    """One row of the batch: its grammar state, the ids it sampled, and whether it is done."""
+
+    state: GrammarState
+    ids: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+Forcer = Callable[[int, Candidate], int | None]
+"""``(row, candidate) → id`` to feed instead of sampling, or None to sample."""
+Stopper = Callable[[int, Candidate], bool]
+"""``(row, candidate) → True`` once the row has what it needs."""
+
+
+class TokenLoop:
+    """Grammar-masked sampling of ``rows`` candidates that share a prompt."""
+
+    def __init__(
+        self,
+        engine: GPT2Engine,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_grammar: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.engine = engine
+        self.temperature = temperature
+        self.top_k = top_k
+        self.top_p = top_p
+        self.use_grammar = use_grammar
+        self.generator = generator
+
+    def start(
+        self, prompt: Sequence[int], states: Sequence[GrammarState]
+    ) -> tuple[KVCache, list[Candidate]]:
+        """Feed the prompt through every row's grammar and the model's cache."""
+        if not prompt:
+            raise SamplingError("the prompt is empty")
+        candidates = [Candidate(state) for state in states]
+        for candidate in candidates:
+            for token_id in prompt:
+                violation = candidate.state.advance(int(token_id))
+                if violation is not None and self.use_grammar:
+                    raise SamplingError(f"the prompt breaks the grammar at {violation}")
+        cache = self.engine.new_cache(len(candidates))
+        if len(prompt) > 1:
+            ids = torch.tensor([list(prompt[:-1])] * len(candidates), device=self.engine.device)
+            self._check_room(cache, ids.shape[1] + 1)
+            self.engine.forward(ids, cache)
+        self._last = torch.tensor([[prompt[-1]]] * len(candidates), device=self.engine.device)
+        return cache, candidates
+
+    def steps(
+        self,
+        cache: KVCache,
+        candidates: list[Candidate],
+        stop: Stopper,
+        force: Forcer | None = None,
+    ) -> Iterator[tuple[int, int]]:
+        """Sample until every row stops; yields ``(row, id)`` as ids are chosen."""
+        pad = 0
+        while not all(c.done for c in candidates):
+            self._check_room(cache, 1)
+            logits = self.engine.forward(self._last, cache)  # (B, V)
+            allowed = None
+            if self.use_grammar:
+                allowed = torch.from_numpy(
+                    np.stack(
+                        [
+                            c.state.allowed() if not c.done else _first_only(logits.shape[1])
+                            for c in candidates
+                        ]
+                    )
+                ).to(logits.device)
+            chosen = sample_next(
+                logits,
+                self.generator,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                allowed=allowed,
+            ).tolist()
+            for row, candidate in enumerate(candidates):
+                if candidate.done:
+                    chosen[row] = pad
+                    continue
+                forced = force(row, candidate) if force is not None else None
+                token_id = forced if forced is not None else chosen[row]
+                chosen[row] = token_id
+                candidate.state.advance(token_id)
+                candidate.ids.append(token_id)
+                yield row, token_id
+                if stop(row, candidate):
+                    candidate.done = True
+            self._last = torch.tensor(chosen, device=self.engine.device)[:, None]
+
+    def _check_room(self, cache: KVCache, needed: int) -> None:
+        if cache.length + needed > cache.capacity:
+            raise SamplingError(
+                f"the context is full ({cache.capacity} tokens); generate fewer bars at once"
+            )
+
+
+def _first_only(size: int) -> np.ndarray:
+    mask = np.zeros(size, dtype=bool)
+    mask[0] = True
+    return mask
