@@ -78,7 +78,7 @@ def test_masked_sampling_is_well_formed_at_high_temperature(tok, model, seed):
 
     def force(row, candidate):
         ids = candidate.ids
-        if not ids or ids[-1] == track_end and ids.count(track_end) < tracks:
+        if not ids or (ids[-1] == track_end and ids.count(track_end) < tracks):
             return tok.token_to_id("TRACK_START")
         if ids[-1] == tok.token_to_id("TRACK_START"):
             return tok.token_to_id(f"INST={(next(plan) * 7) % 128}")
