@@ -57,7 +57,7 @@ from midilm.tokenization.mmm_vocab import DRUMS, SPECIAL_TOKENS, Kind, MMMVocabu
 if TYPE_CHECKING:
     from midilm.tokenization.mmm_grammar import MMMGrammar
 
-__all__ = ["COMMON_METERS", "MMMConfig", "MMMTokenizer", "MMMWindow"]
+__all__ = ["COMMON_METERS", "MMMConfig", "MMMTokenizer", "MMMWindow", "Piece", "PieceTrack"]
 
 COMMON_METERS = (
     "4/4", "3/4", "2/4", "2/2", "3/2", "6/4", "5/4", "7/4",
@@ -166,7 +166,9 @@ class MMMWindow:
 
 
 @dataclass
-class _TrackNotes:
+class PieceTrack:
+    """One track's notes in grid steps (what the encoder reads)."""
+
     program: int  # 0–127, or DRUMS
     name: str
     onset: np.ndarray  # (N,) steps
@@ -175,11 +177,12 @@ class _TrackNotes:
 
 
 @dataclass
-class _Piece:
-    """A quantized score cut into bars, in grid steps."""
+class Piece:
+    """A quantized score cut into bars, in grid steps: the encoder's input. Samplers build
+    one note by note and encode spans of it with :meth:`MMMTokenizer.encode_bars`."""
 
     bars: list[Bar]
-    tracks: list[_TrackNotes]
+    tracks: list[PieceTrack]
 
 
 class MMMTokenizer:
@@ -329,7 +332,28 @@ class MMMTokenizer:
     def _window_spans(total: int, bars: int | None, hop: int | None) -> list[tuple[int, int]]:
         return _window_spans(total, bars, hop)
 
-    def _prepare(self, score: ScoreTick) -> _Piece:
+    def encode_bars(
+        self,
+        piece: Piece,
+        start: int,
+        stop: int,
+        *,
+        masked: Sequence[tuple[int, int]] = (),
+        genre: str | None = None,
+    ) -> list[int]:
+        """Bars ``[start, stop)`` of a piece as one sequence, every track kept in order even
+        when silent there (a sampler needs track *i* of the text to be track *i*);
+        ``masked`` ``(track, bar within the span)`` cells become infill placeholders."""
+        if not 0 <= start < stop <= len(piece.bars):
+            raise ValueError(f"bars must lie within 0–{len(piece.bars)}, received {start}–{stop}")
+        cells = sorted(set(masked))
+        return self._encode_span(piece, start, stop, genre=genre, masked=cells, keep_empty=True)
+
+    def prepare(self, score: ScoreTick) -> Piece:
+        """Quantize a score and cut it into bars (raises for meters the settings lack)."""
+        return self._prepare(score)
+
+    def _prepare(self, score: ScoreTick) -> Piece:
         if not isinstance(score, ScoreTick):
             raise TypeError(f"expected a symusic Score (ticks), received {type(score).__name__}")
         cfg = self.config
@@ -357,7 +381,7 @@ class MMMTokenizer:
             a = track.notes.numpy()
             onset = a["time"].astype(np.int64)
             tracks.append(
-                _TrackNotes(
+                PieceTrack(
                     program=DRUMS if track.is_drum else int(track.program),
                     name=str(track.name),
                     onset=onset,
@@ -365,11 +389,11 @@ class MMMTokenizer:
                     pitch=a["pitch"].astype(np.int64),
                 )
             )
-        return _Piece(bars, tracks)
+        return Piece(bars, tracks)
 
     def _encode_span(
         self,
-        piece: _Piece,
+        piece: Piece,
         start: int,
         stop: int,
         *,
@@ -573,12 +597,21 @@ class MMMTokenizer:
         return vocab.kinds[ids].astype(np.int64), vocab.values[ids].astype(np.int64), vocab.meters
 
     # ------------------------------------------------------------------ grammar, files
-    def grammar(self, bars: int | None = None, *, allow_placeholders: bool = True) -> MMMGrammar:
+    def grammar(
+        self,
+        bars: int | None = None,
+        *,
+        allow_placeholders: bool = True,
+        bar_meters: list[str] | None = None,
+    ) -> MMMGrammar:
         """The state machine of which id may follow (``bars``: bars per track, if known;
-        ``allow_placeholders=False`` when composing, where ``FILL_IN`` makes no sense)."""
+        ``allow_placeholders=False`` when composing, where ``FILL_IN`` makes no sense;
+        ``bar_meters``: the meter of every bar, when the bar grid is given)."""
         from midilm.tokenization.mmm_grammar import MMMGrammar
 
-        return MMMGrammar(self, bars=bars, allow_placeholders=allow_placeholders)
+        return MMMGrammar(
+            self, bars=bars, allow_placeholders=allow_placeholders, bar_meters=bar_meters
+        )
 
     def hf_tokenizer_json(self) -> str:
         """The vocabulary as a Hugging Face ``tokenizers`` WordLevel file."""

@@ -47,10 +47,16 @@ class Phase(enum.IntEnum):
 class MMMGrammar:
     """Grammar of one MMM tokenizer. ``bars``: bars per track when known (a window);
     ``None`` lets the first track set it. ``allow_placeholders=False`` forbids ``FILL_IN``
-    (a sampler composing music never wants a placeholder)."""
+    (a sampler composing music never wants a placeholder). ``bar_meters`` fixes the meter of
+    each bar (a sampler writing into a known bar grid): the first track may then not change
+    meter where the grid does not."""
 
     def __init__(
-        self, tokenizer: MMMTokenizer, bars: int | None = None, allow_placeholders: bool = True
+        self,
+        tokenizer: MMMTokenizer,
+        bars: int | None = None,
+        allow_placeholders: bool = True,
+        bar_meters: list[str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.config = tokenizer.config
@@ -58,6 +64,7 @@ class MMMGrammar:
         self.vocab_size = len(self.vocab)
         self.bars = bars
         self.allow_placeholders = allow_placeholders
+        self.bar_meters = bar_meters
         v = self.vocab
         self._kind_masks = {k: v.kinds == int(k) for k in Kind}
         self._on_ids = v.note_on
@@ -129,7 +136,11 @@ class MMMGrammarState:
         return self.bars_expected is not None and self.bar + 1 >= self.bars_expected
 
     def _forced_meter(self) -> str | None:
-        """For tracks after the first: the meter the first track gave this bar."""
+        """The meter this bar must have: from the fixed grid, or, for tracks after the
+        first, the one the first track gave it."""
+        fixed = self.g.bar_meters
+        if fixed is not None and 0 <= self.bar < len(fixed):
+            return fixed[self.bar]
         if self.track > 0 and self.bar < len(self.first_track_meters):
             return self.first_track_meters[self.bar]
         return None
@@ -146,7 +157,10 @@ class MMMGrammarState:
             allow(Kind.PIECE_START)
         elif phase is Phase.HEADER:
             if g.config.meter_tokens and not self.header_meter_seen and v.meters:
-                allow(Kind.TIME_SIGNATURE)
+                if g.bar_meters and g.bar_meters[0] in v.time_signature:
+                    mask[v.time_signature[g.bar_meters[0]]] = True
+                else:
+                    allow(Kind.TIME_SIGNATURE)
             else:
                 allow(Kind.TRACK_START)
                 allow(Kind.GENRE)
