@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sampling_helpers import train_tiny_mmm
 
 from midilm.sampling import GPT2Engine, TokenLoop
 from midilm.sampling.mmm_tasks import (
@@ -20,6 +19,7 @@ from midilm.sampling.mmm_tasks import (
 from midilm.score import bar_grid, quantize
 from midilm.tokenization.mmm import MMMTokenizer
 from midilm.tokenization.mmm_vocab import DRUMS
+from sampling_helpers import train_tiny_mmm
 
 
 @pytest.fixture(scope="module")
