@@ -1,4 +1,4 @@
-"""A tiny MMM model trained for a few seconds on real chorale windows: enough for it to write
+"""Tiny models trained for a few seconds on real chorale windows: enough for it to write
 bars of sensible length, so sampling tests run fast and still exercise a real model."""
 
 from __future__ import annotations
@@ -11,20 +11,28 @@ from midilm.tokenization.mmm import MMMTokenizer
 
 
 def train_tiny_mmm(scores, tok: MMMTokenizer, steps: int = 150, seed: int = 0) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
     windows = [w.ids for s in scores for w in tok.windows(s, bars=4, hop=2)]
+    return train_tiny(windows, tok.vocab_size, tok.pad_id, steps=steps, seed=seed)
+
+
+def train_tiny(
+    sequences: list[list[int]], vocab_size: int, pad_id: int, steps: int = 150, seed: int = 0
+) -> GPT2LMHeadModel:
+    """A few hundred Adam steps of the ``tiny`` preset on the given sequences."""
+    torch.manual_seed(seed)
+    windows = sequences
     preset = get_preset("tiny", n_positions=1024)
-    model = GPT2LMHeadModel(preset.gpt2_config(tok.vocab_size, pad_id=tok.pad_id))
+    model = GPT2LMHeadModel(preset.gpt2_config(vocab_size, pad_id=pad_id))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
         batch = [windows[i] for i in torch.randint(len(windows), (8,), generator=generator)]
         length = min(max(len(b) for b in batch), 1024)
-        ids = torch.full((len(batch), length), tok.pad_id)
+        ids = torch.full((len(batch), length), pad_id)
         for row, b in enumerate(batch):
             ids[row, : min(len(b), length)] = torch.tensor(b[:length])
-        labels = ids.masked_fill(ids == tok.pad_id, -100)
+        labels = ids.masked_fill(ids == pad_id, -100)
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         optimizer.step()

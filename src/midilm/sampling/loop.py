@@ -57,6 +57,7 @@ class TokenLoop:
         top_p: float | None = None,
         use_grammar: bool = True,
         generator: torch.Generator | None = None,
+        banned: Sequence[int] = (),
     ) -> None:
         self.engine = engine
         self.temperature = temperature
@@ -64,6 +65,7 @@ class TokenLoop:
         self.top_p = top_p
         self.use_grammar = use_grammar
         self.generator = generator
+        self.banned = list(banned)  # ids a task never wants sampled (an EOS mid-piece)
 
     def start(
         self, prompt: Sequence[int], states: Sequence[GrammarState]
@@ -99,14 +101,18 @@ class TokenLoop:
             logits = self.engine.forward(self._last, cache)  # (B, V)
             allowed = None
             if self.use_grammar:
-                allowed = torch.from_numpy(
-                    np.stack(
-                        [
-                            c.state.allowed() if not c.done else _first_only(logits.shape[1])
-                            for c in candidates
-                        ]
-                    )
-                ).to(logits.device)
+                masks = [
+                    c.state.allowed() if not c.done else _first_only(logits.shape[1])
+                    for c in candidates
+                ]
+                allowed = torch.from_numpy(np.stack(masks)).to(logits.device)
+            if self.banned:
+                if allowed is None:
+                    allowed = torch.ones_like(logits, dtype=torch.bool)
+                rows_ok = allowed.clone()
+                rows_ok[:, self.banned] = False
+                # A ban never leaves a row with nothing to choose.
+                allowed = torch.where(rows_ok.any(-1, keepdim=True), rows_ok, allowed)
             chosen = sample_next(
                 logits,
                 self.generator,
