@@ -15,6 +15,7 @@ __all__ = [
     "MMMConfig",
     "MMMTokenizer",
     "MidilmError",
+    "MusicModel",
     "REMIConfig",
     "REMITokenizer",
     "TokenizerMismatchError",
@@ -22,6 +23,7 @@ __all__ = [
     "UnsupportedScoreError",
     "__version__",
     "load_midi",
+    "load_model",
     "load_score",
     "load_tokenizer",
     "save_midi",
@@ -36,6 +38,8 @@ from midilm.errors import (
 )
 
 if TYPE_CHECKING:
+    from midilm.model.loading import load_model
+    from midilm.model.music_model import MusicModel
     from midilm.score import load_midi, load_score, save_midi
     from midilm.tokenization.base import load_tokenizer
     from midilm.tokenization.mmm import MMMConfig, MMMTokenizer
@@ -50,6 +54,8 @@ _LAZY = {
     "MMMTokenizer": "midilm.tokenization.mmm",
     "REMIConfig": "midilm.tokenization.remi",
     "REMITokenizer": "midilm.tokenization.remi",
+    "load_model": "midilm.model.loading",
+    "MusicModel": "midilm.model.music_model",
 }
 
 

@@ -27,7 +27,8 @@ from typing import Any, NoReturn
 import click
 
 from midilm import __version__
-from midilm.cli import info, tokenize
+from midilm.cli import dataset_info, info, prepare, tokenize
+from midilm.cli import train as train_cmd
 from midilm.errors import MidilmError
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "MidilmGroup", "cli", "main"]
@@ -131,6 +132,9 @@ def cli() -> None:
 cli.add_command(info.info)
 cli.add_command(tokenize.tokenize)
 cli.add_command(tokenize.detokenize)
+cli.add_command(prepare.prepare)
+cli.add_command(dataset_info.dataset_info)
+cli.add_command(train_cmd.train)
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -1,5 +1,10 @@
 """Corpus → training data: sources, preparation, memory-mapped token shards, and the torch
-``Dataset`` over them (imported lazily: preparing data needs no torch)."""
+``Dataset`` over them (imported lazily: preparing data needs no torch).
+
+``midilm.data.prepare.prepare(sources, output)`` prepares a dataset and
+``midilm.data.prepare.merge(parts, output)`` joins parts prepared on several machines (the
+module is named like the function, so the function is not re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,36 @@ from midilm.data.shards import SPLITS, DatasetError, read_manifest, read_split, 
 
 if TYPE_CHECKING:
     from midilm.data.dataset import TokenCollator, TokenDataset
+    from midilm.data.prepare import PrepareConfig, PrepareResult
+    from midilm.data.sources import SourceError, expand_sources
 
 __all__ = [
     "SPLITS",
     "DatasetError",
+    "PrepareConfig",
+    "PrepareResult",
+    "SourceError",
     "TokenCollator",
     "TokenDataset",
+    "expand_sources",
     "read_manifest",
     "read_split",
     "token_dtype",
 ]
 
+_LAZY = {
+    "TokenDataset": "midilm.data.dataset",
+    "TokenCollator": "midilm.data.dataset",
+    "PrepareConfig": "midilm.data.prepare",
+    "PrepareResult": "midilm.data.prepare",
+    "SourceError": "midilm.data.sources",
+    "expand_sources": "midilm.data.sources",
+}
+
 
 def __getattr__(name: str) -> Any:
-    if name in ("TokenDataset", "TokenCollator"):
-        from midilm.data import dataset
+    if name in _LAZY:
+        import importlib
 
-        return getattr(dataset, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'midilm.data' has no attribute {name!r}")

@@ -10,11 +10,13 @@ Three ways to read a split, because the two model families train differently:
 - ``"random"``: ``len(dataset)`` crops of ``seq_len`` tokens at random places in the packed
   stream, the same for the same ``seed`` and index.
 
-The shards stay memory-mapped: an item reads only its own tokens.
+The shards stay memory-mapped (tokens and offsets): an item reads only its own tokens, and
+opening a dataset costs the same for a thousand sequences or a hundred million.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +63,9 @@ class TokenDataset(Dataset):
         self.tokens, self.offsets = read_split(self.directory, split)
         if len(self.offsets) < 2:
             raise DatasetError(f"{self.directory}: the {split!r} split holds no sequence")
-        extra = (self.bos_id is not None) + (self.eos_id is not None)
-        # Start of sequence i in the packed stream (its BOS, if any).
-        self._stream = self.offsets + extra * np.arange(len(self.offsets), dtype=np.int64)
-        self._stream_len = int(self._stream[-1])
+        # Sequence i starts at offsets[i] + extra * i in the packed stream (at its BOS).
+        self._extra = (self.bos_id is not None) + (self.eos_id is not None)
+        self._stream_len = self._stream_start(len(self.offsets) - 1)
         if self.mode != "sequences" and self._stream_len < seq_len:
             raise DatasetError(
                 f"the {split!r} split has {self._stream_len} tokens, fewer than seq_len={seq_len}"
@@ -98,17 +99,28 @@ class TokenDataset(Dataset):
         """Tokens ``[start, stop)`` of the packed stream (sequences wrapped in BOS … EOS)."""
         out = np.empty(stop - start, dtype=np.int64)
         filled = 0
-        seq = int(np.searchsorted(self._stream, start, "right")) - 1
+        seq = self._sequence_at(start)
         position = start
         while filled < len(out):
             wrapped = self._wrapped(seq)
-            begin = position - int(self._stream[seq])
+            begin = position - self._stream_start(seq)
             take = min(len(wrapped) - begin, len(out) - filled)
             out[filled : filled + take] = wrapped[begin : begin + take]
             filled += take
             position += take
             seq += 1
         return out
+
+    def _stream_start(self, seq: int) -> int:
+        return int(self.offsets[seq]) + self._extra * seq
+
+    def _sequence_at(self, position: int) -> int:
+        """The sequence whose wrapped tokens hold stream ``position`` (binary search over
+        the memory-mapped offsets, without building a second array)."""
+        if not self._extra:
+            return int(np.searchsorted(self.offsets, position, "right")) - 1
+        n = len(self.offsets) - 1
+        return bisect.bisect_right(range(n), position, key=self._stream_start) - 1
 
     def _wrapped(self, seq: int) -> np.ndarray:
         lo, hi = int(self.offsets[seq]), int(self.offsets[seq + 1])

@@ -11,7 +11,6 @@ It knows nothing about tokens, grammar or sampling: ids in, last-position logits
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -20,13 +19,14 @@ import torch.nn.functional as F
 __all__ = ["GPT2Engine", "KVCache", "default_dtype"]
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """The dtype to sample in: bf16 on GPUs that have it, fp16 on other GPUs, and fp16 on
-    CPU, where PyTorch's batch-1 fp16 matrix-vector products read half the bytes of fp32
-    (sampling is bound by memory bandwidth, and the logits are taken in fp32)."""
+def default_dtype(device: torch.device, batch: int = 1) -> torch.dtype:
+    """The dtype to sample in: bf16 on GPUs that have it, fp16 on other GPUs. On CPU,
+    fp16 for one row (PyTorch's fp16 matrix-vector product reads half the bytes of fp32,
+    and sampling is bound by memory bandwidth) and bf16 for several (its fp16 matrix
+    product is slow; measured by ``benchmarks/generate.py``). Logits are taken in fp32."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float16
+    return torch.float16 if batch == 1 else torch.bfloat16
 
 
 @dataclass
@@ -65,7 +65,7 @@ class GPT2Engine:
         self.device = (
             torch.device(device) if device is not None else next(model.parameters()).device
         )
-        self.dtype = dtype or default_dtype(self.device)
+        self.dtype = dtype or default_dtype(self.device)  # the dtype of one row
         self.n_layer = config.n_layer
         self.n_head = config.n_head
         self.n_embd = config.n_embd
@@ -73,61 +73,44 @@ class GPT2Engine:
         self.n_positions = config.n_positions
         self.vocab_size = config.vocab_size
         self.eps = config.layer_norm_epsilon
-        state = {k: v.detach() for k, v in model.state_dict().items()}
-        prefix = "transformer." if "transformer.wte.weight" in state else ""
-
-        def weight(name: str, transpose: bool = False) -> torch.Tensor:
-            tensor = state[prefix + name]
-            # HF GPT-2 stores linear layers as Conv1D (in, out); F.linear wants (out, in).
-            tensor = tensor.t() if transpose else tensor
-            return tensor.to(self.device, self.dtype).contiguous()
-
-        self.wte = weight("wte.weight")
-        self.wpe = weight("wpe.weight")
-        self.blocks = [
-            {
-                "ln_1": (weight(f"h.{i}.ln_1.weight"), weight(f"h.{i}.ln_1.bias")),
-                "qkv": (
-                    weight(f"h.{i}.attn.c_attn.weight", True),
-                    weight(f"h.{i}.attn.c_attn.bias"),
-                ),
-                "proj": (
-                    weight(f"h.{i}.attn.c_proj.weight", True),
-                    weight(f"h.{i}.attn.c_proj.bias"),
-                ),
-                "ln_2": (weight(f"h.{i}.ln_2.weight"), weight(f"h.{i}.ln_2.bias")),
-                "fc": (weight(f"h.{i}.mlp.c_fc.weight", True), weight(f"h.{i}.mlp.c_fc.bias")),
-                "out": (weight(f"h.{i}.mlp.c_proj.weight", True), weight(f"h.{i}.mlp.c_proj.bias")),
-            }
-            for i in range(self.n_layer)
-        ]
-        self.ln_f = (weight("ln_f.weight"), weight("ln_f.bias"))
-        head = state.get("lm_head.weight")
-        self.lm_head = self.wte if head is None else head.to(self.device, self.dtype).contiguous()
-        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self._state = {k: v.detach() for k, v in model.state_dict().items()}
+        self._prefix = "transformer." if "transformer.wte.weight" in self._state else ""
+        self._weights: dict[torch.dtype, _Weights] = {}
         if getattr(config, "scale_attn_by_inverse_layer_idx", False) or getattr(
             config, "reorder_and_upcast_attn", False
         ):
             raise ValueError("GPT2Engine supports the standard GPT-2 attention only")
+        self._fixed_dtype = dtype
+        self.weights(self.dtype)
 
-    @property
-    def bytes_per_token(self) -> int:
-        """Bytes of weights read to produce one token (the bandwidth bound's numerator)."""
-        tensors = [self.lm_head, self.ln_f[0], self.ln_f[1]]
-        for block in self.blocks:
+    def dtype_for(self, batch: int) -> torch.dtype:
+        return self._fixed_dtype or default_dtype(self.device, batch)
+
+    def weights(self, dtype: torch.dtype) -> _Weights:
+        """The weights in ``dtype``, converted once (a model is small; both CPU dtypes fit)."""
+        if dtype not in self._weights:
+            self._weights[dtype] = _Weights.convert(self._state, self._prefix, self.n_layer,
+                                                    self.device, dtype)  # fmt: skip
+        return self._weights[dtype]
+
+    def bytes_per_token(self, dtype: torch.dtype | None = None) -> int:
+        """Bytes of weights read to produce one token at ``dtype`` (default: one row's)."""
+        w = self.weights(dtype or self.dtype)
+        tensors = [w.lm_head, *w.ln_f]
+        for block in w.blocks:
             for pair in block.values():
                 tensors.extend(pair)
-        return (
-            sum(t.numel() * t.element_size() for t in tensors)
-            + self.n_embd * 2 * self.wte.element_size()
-        )
+        embeddings = 2 * self.n_embd * w.wte.element_size()  # one row of wte and of wpe
+        return sum(t.numel() * t.element_size() for t in tensors) + embeddings
 
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
+        """An empty cache for ``batch`` rows, in the dtype sampling ``batch`` rows runs in."""
         length = min(max_len or self.n_positions, self.n_positions)
         shape = (self.n_layer, batch, self.n_head, length, self.head_dim)
+        dtype = self.dtype_for(batch)
         return KVCache(
-            torch.empty(shape, dtype=self.dtype, device=self.device),
-            torch.empty(shape, dtype=self.dtype, device=self.device),
+            torch.empty(shape, dtype=dtype, device=self.device),
+            torch.empty(shape, dtype=dtype, device=self.device),
         )
 
     @torch.inference_mode()
@@ -140,15 +123,16 @@ class GPT2Engine:
             raise ValueError(
                 f"context of {start + steps} tokens exceeds the cache ({cache.capacity} positions)"
             )
+        w = self.weights(cache.keys.dtype)
         positions = torch.arange(start, start + steps, device=self.device)
-        x = self.wte[ids] + self.wpe[positions]  # (B, T, C)
+        x = w.wte[ids] + w.wpe[positions]  # (B, T, C)
         mask = None
         if steps > 1 and start > 0:
             # Each new position sees the whole past and the new positions up to itself.
             rows = torch.arange(steps, device=self.device)[:, None]
             cols = torch.arange(start + steps, device=self.device)[None, :]
             mask = cols <= rows + start
-        for layer, block in enumerate(self.blocks):
+        for layer, block in enumerate(w.blocks):
             h = F.layer_norm(x, (self.n_embd,), *block["ln_1"], self.eps)
             qkv = F.linear(h, *block["qkv"])  # (B, T, 3C)
             q, k, v = qkv.view(batch, steps, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -164,5 +148,46 @@ class GPT2Engine:
             h = F.layer_norm(x, (self.n_embd,), *block["ln_2"], self.eps)
             x = x + F.linear(F.gelu(F.linear(h, *block["fc"]), approximate="tanh"), *block["out"])
         cache.length = start + steps
-        last = F.layer_norm(x[:, -1], (self.n_embd,), *self.ln_f, self.eps)
-        return F.linear(last, self.lm_head).float()
+        last = F.layer_norm(x[:, -1], (self.n_embd,), *w.ln_f, self.eps)
+        return F.linear(last, w.lm_head).float()
+
+
+@dataclass
+class _Weights:
+    """GPT-2's weights in one dtype, laid out for ``F.linear`` (out, in)."""
+
+    wte: torch.Tensor
+    wpe: torch.Tensor
+    blocks: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]
+    ln_f: tuple[torch.Tensor, torch.Tensor]
+    lm_head: torch.Tensor
+
+    @classmethod
+    def convert(
+        cls, state: dict[str, torch.Tensor], prefix: str, n_layer: int, device: torch.device,
+        dtype: torch.dtype,
+    ) -> _Weights:  # fmt: skip
+        def weight(name: str, transpose: bool = False) -> torch.Tensor:
+            tensor = state[prefix + name]
+            # HF GPT-2 stores linear layers as Conv1D (in, out); F.linear wants (out, in).
+            tensor = tensor.t() if transpose else tensor
+            return tensor.to(device, dtype).contiguous()
+
+        def pair(name: str, transpose: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            return weight(f"{name}.weight", transpose), weight(f"{name}.bias")
+
+        blocks = [
+            {
+                "ln_1": pair(f"h.{i}.ln_1"),
+                "qkv": pair(f"h.{i}.attn.c_attn", True),
+                "proj": pair(f"h.{i}.attn.c_proj", True),
+                "ln_2": pair(f"h.{i}.ln_2"),
+                "fc": pair(f"h.{i}.mlp.c_fc", True),
+                "out": pair(f"h.{i}.mlp.c_proj", True),
+            }
+            for i in range(n_layer)
+        ]
+        wte = weight("wte.weight")
+        head = state.get("lm_head.weight")
+        lm_head = wte if head is None else head.to(device, dtype).contiguous()
+        return cls(wte, weight("wpe.weight"), blocks, pair("ln_f"), lm_head)

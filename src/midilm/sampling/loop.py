@@ -128,7 +128,8 @@ class TokenLoop:
                 forced = force(row, candidate) if force is not None else None
                 token_id = forced if forced is not None else chosen[row]
                 chosen[row] = token_id
-                candidate.state.advance(token_id)
+                if self.use_grammar:
+                    candidate.state.advance(token_id)
                 candidate.ids.append(token_id)
                 yield row, token_id
                 if stop(row, candidate):

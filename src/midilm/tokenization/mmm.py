@@ -261,7 +261,9 @@ class MMMTokenizer:
                     )
                     counts.extend(int(c) for c in per_bar if c > 0)
                 continue
-            for start, stop in self._window_spans(len(piece.bars), None, hop):
+            for start, stop in self._window_spans(
+                len(piece.bars), self.config.bars_per_window, hop
+            ):
                 lo, hi = piece.bars[start].start_ticks, piece.bars[stop - 1].end_ticks
                 for track in piece.tracks:
                     count = int(np.count_nonzero((track.onset < hi) & (track.end > lo)))
@@ -296,7 +298,9 @@ class MMMTokenizer:
         gives one window of its own length."""
         piece = self._prepare(score)
         out = []
-        for start, stop in self._window_spans(len(piece.bars), bars, hop):
+        for start, stop in self._window_spans(
+            len(piece.bars), bars or self.config.bars_per_window, hop
+        ):
             ids = self._encode_span(piece, start, stop, genre=genre)
             if ids:
                 out.append(MMMWindow(start, stop - start, ids))
@@ -349,6 +353,52 @@ class MMMTokenizer:
         cells = sorted(set(masked))
         return self._encode_span(piece, start, stop, genre=genre, masked=cells, keep_empty=True)
 
+    def encode_window(
+        self,
+        piece: Piece,
+        start: int,
+        stop: int,
+        *,
+        track_order: Sequence[int] | None = None,
+        masked: Sequence[tuple[int, int]] = (),
+        densities: list[tuple[int, int]] | None = None,
+        genre: str | None = None,
+    ) -> list[int]:
+        """Bars ``[start, stop)`` of a piece as a training example, as :meth:`windows`
+        writes them: tracks silent in the span are left out, and ``[]`` comes back when
+        every track is.
+
+        Hooks for dataset preparation (:mod:`midilm.data.prepare`), which tokenizes a piece
+        once and varies its examples: ``track_order`` lists the indices of
+        ``piece.tracks`` in the order to write them (a shuffled order; tracks not listed
+        are left out); ``masked`` ``(track index, bar within the span)`` cells become
+        infill placeholders, answered after the last track in order of appearance;
+        ``densities``, when given, receives ``(note count, bars)`` for every ``DENSITY``
+        token written, in order, so that the caller can bin them again once the density
+        edges are fitted (:meth:`density_bin` takes the same pair).
+        """
+        if not 0 <= start < stop <= len(piece.bars):
+            raise ValueError(f"bars must lie within 0–{len(piece.bars)}, received {start}–{stop}")
+        if track_order is not None:
+            order = [int(i) for i in track_order]
+            if len(set(order)) != len(order) or not all(
+                0 <= i < len(piece.tracks) for i in order
+            ):
+                raise ValueError(
+                    f"track_order must list track indices (0–{len(piece.tracks) - 1}) at most "
+                    f"once each, received {list(track_order)}"
+                )
+            track_order = order
+        return self._encode_span(
+            piece,
+            start,
+            stop,
+            genre=genre,
+            masked=sorted(set(masked)),
+            track_order=track_order,
+            densities=densities,
+        )
+
     def prepare(self, score: ScoreTick) -> Piece:
         """Quantize a score and cut it into bars (raises for meters the settings lack)."""
         return self._prepare(score)
@@ -400,6 +450,8 @@ class MMMTokenizer:
         genre: str | None = None,
         masked: Sequence[tuple[int, int]] = (),
         keep_empty: bool = False,
+        track_order: Sequence[int] | None = None,
+        densities: list[tuple[int, int]] | None = None,
     ) -> list[int]:
         cfg, vocab = self.config, self.vocab
         bars = piece.bars[start:stop]
@@ -415,7 +467,8 @@ class MMMTokenizer:
         masked_by_track: dict[int, list[int]] = {}
         for track_index, bar in masked:
             masked_by_track.setdefault(track_index, []).append(bar)
-        for index, track in enumerate(piece.tracks):
+        for index in range(len(piece.tracks)) if track_order is None else track_order:
+            track = piece.tracks[index]
             inside = (track.onset < hi) & (track.end > lo)
             if not inside.any() and not keep_empty:
                 continue
@@ -429,7 +482,9 @@ class MMMTokenizer:
                 )
                 onset, end, pitch = _split_at(onset, end, pitch, np.array(cuts, dtype=np.int64))
             out.extend(
-                self._track_ids(track.program, onset, end, pitch, bars, starts, cut_bars, fills)
+                self._track_ids(
+                    track.program, onset, end, pitch, bars, starts, cut_bars, fills, densities
+                )
             )
         if not out:
             return []
@@ -453,6 +508,7 @@ class MMMTokenizer:
         starts: np.ndarray,
         masked_bars: Sequence[int],
         fills: list[list[int]],
+        densities: list[tuple[int, int]] | None = None,
     ) -> list[int]:
         cfg, vocab = self.config, self.vocab
         n_bars = len(bars)
@@ -520,6 +576,8 @@ class MMMTokenizer:
             bar_counts = np.bincount(bar_of[is_on == 1], minlength=n_bars)
         else:
             out.append(self._density_id(self.density_bin(n, n_bars)))
+            if densities is not None:
+                densities.append((n, n_bars))
         masked = set(masked_bars)
         for b in range(n_bars):
             out.append(bar_start)
@@ -527,6 +585,8 @@ class MMMTokenizer:
                 out.append(self._meter_id(bars[b].meter))
             if per_bar_density:
                 out.append(self._density_id(self.density_bin(int(bar_counts[b]), 1)))
+                if densities is not None:
+                    densities.append((int(bar_counts[b]), 1))
             body = flat[bounds[b] : bounds[b + 1]]
             if b in masked:
                 out.append(vocab.bare_id(Kind.FILL_IN))

@@ -117,6 +117,8 @@ class MMMGrammarState:
         self.placeholders: list[int] = []  # bar length of each FILL_IN, in order
         self.fills_done = 0
         self._bar_is_empty = True  # no event yet in the current bar
+        self._mask_at = -1  # position at which _mask was computed
+        self._mask = np.zeros(0, dtype=bool)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -146,6 +148,14 @@ class MMMGrammarState:
         return None
 
     def allowed(self) -> np.ndarray:
+        # A sampler asks for the mask, then advances with the chosen id: compute it once.
+        if self._mask_at == self.position:
+            return self._mask
+        self._mask = self._compute_allowed()
+        self._mask_at = self.position
+        return self._mask
+
+    def _compute_allowed(self) -> np.ndarray:
         g, v, phase = self.g, self.g.vocab, self.phase
         km = g._kind_masks
         mask = np.zeros(g.vocab_size, dtype=bool)
@@ -240,10 +250,11 @@ class MMMGrammarState:
     def advance(self, token_id: int) -> Violation | None:
         g, v = self.g, self.g.vocab
         index = self.position
-        self.position += 1
         if not 0 <= token_id < g.vocab_size:
+            self.position += 1
             return Violation(index, str(token_id), ViolationKind.TYPE, "id outside the vocabulary")
-        allowed = bool(self.allowed()[token_id])
+        allowed = bool(self.allowed()[token_id])  # before the position moves: cached mask
+        self.position += 1
         kind = Kind(int(v.kinds[token_id]))
         value = int(v.values[token_id])
         token = v.tokens[token_id]

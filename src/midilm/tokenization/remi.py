@@ -31,6 +31,30 @@ BPE is learned over whole pieces (``encode_ids_split="no"``), as MidiTok 2.x did
 MidiTok 3's default per-bar split adds a Metaspace pre-tokenizer whose bare "▁" token expands
 to no base token at all, which neither a grammar nor a language model wants.
 
+**MidiTok 2 checkpoints.** The seed model ships a MidiTok 2.x ``tokenizer.conf``, which
+MidiTok 3 does not read. :meth:`REMITokenizer.from_miditok2` (and :meth:`REMITokenizer.load`
+on a directory holding only that file) converts it, so that midilm gives the ids MidiTok 2
+gave, which are the ids the model was trained on:
+
+* Its settings become a :class:`REMIConfig` (MidiTok 2's ``pitch_range`` is a Python
+  ``range``, end excluded; midilm's ``max_pitch`` is included); its base vocabulary must equal
+  MidiTok 3's for those settings, token for token.
+* Its BPE model is kept as it is, with MidiTok 2's ids. MidiTok 2 trained BPE from the
+  characters seen in the data, so its ids are not the base ids (``Pitch_38`` may be id 6),
+  and a base token the training data never had has no id at all. MidiTok 2 silently dropped
+  such a token when encoding; midilm raises :class:`UnknownTokenError` naming it.
+* Notes are rounded as MidiTok 2 did (``REMIConfig(preprocessing="miditok2")``): onset and
+  offset each to the nearest 1/8 beat (a tie rounds down), the length to the nearest
+  duration bin (a tie to the shorter), the velocity to the nearest value (a tie to the
+  softer); of notes with the same pitch and rounded onset the shortest stays (a tie: the
+  one that starts first). MidiTok 3 rounds the onset and then the length, and breaks ties
+  differently: on the humanized chorales of the test fixture that changes one base token
+  in eight.
+
+  The only remaining difference is in reading MIDI: for two overlapping notes of the same
+  pitch in one track, MidiTok 2's reader (miditoolkit) and midilm's (symusic) may pair the
+  note-offs differently. A piano performance has no such notes.
+
 It does not add BOS/EOS to encoded sequences (dataset preparation does), and it knows nothing
 about models or sampling.
 """
@@ -40,9 +64,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import miditok
 import numpy as np
@@ -82,8 +106,12 @@ class REMIConfig(FrozenConfig):
     duration grid of notes lasting between ``start_beat`` and ``end_beat`` beats; the
     finest resolution is also the onset grid. ``special_tokens`` are names without value
     (MidiTok spells them ``PAD_None`` …); PAD, BOS and EOS are required. ``multitrack``
-    switches to one stream with Program tokens (for non-piano corpora). The vocabulary size
-    is not a setting: it is the result of :meth:`REMITokenizer.train`.
+    switches to one stream with Program tokens (for non-piano corpora). ``preprocessing``
+    says how notes are rounded before tokenizing: ``"miditok3"`` (MidiTok 3's rules) or
+    ``"miditok2"`` (MidiTok 2's, set on tokenizers converted from a MidiTok 2 file so that
+    they give the ids their model was trained on; single stream only; see the module
+    docstring). The vocabulary size is not a setting: it is the result of
+    :meth:`REMITokenizer.train`.
     """
 
     min_pitch: int = 21
@@ -94,9 +122,15 @@ class REMIConfig(FrozenConfig):
     num_velocities: int = 16
     special_tokens: tuple[str, ...] = ("PAD", "MASK", "BOS", "EOS", "SEP")
     multitrack: bool = False
+    preprocessing: Literal["miditok3", "miditok2"] = "miditok3"
 
     def _validate(self) -> None:
         name = type(self).__name__
+        if self.preprocessing == "miditok2" and self.multitrack:
+            raise ConfigError(
+                f"{name}.preprocessing: 'miditok2' is for single-stream (piano) REMI only, "
+                f"received multitrack=True"
+            )
         if not 0 <= self.min_pitch < self.max_pitch <= 127:
             raise ConfigError(
                 f"{name}.min_pitch/max_pitch: need 0 <= min_pitch < max_pitch <= 127, "
@@ -261,7 +295,9 @@ class REMITokenizer:
     ``Position_p``, ``Pitch_p``, ``Velocity_v``, ``Duration_b.p.r``, specials); a trained
     tokenizer adds learned BPE tokens above them, each standing for a run of base tokens
     (:meth:`base_tokens`; its name joins them with ``+``). Base ids are the same before and
-    after training. See the module docstring for what an encoding keeps.
+    after training. A tokenizer converted from MidiTok 2 (:meth:`from_miditok2`) keeps
+    MidiTok 2's ids instead, where base tokens are numbered in another order and some have
+    no id. See the module docstring for what an encoding keeps.
     """
 
     kind: ClassVar[str] = "remi"
@@ -290,6 +326,8 @@ class REMITokenizer:
         for token, index in base_vocab.items():
             base_names[index] = token
         self._base_size = len(base_names)
+        # Base ids that no id of the vocabulary spells (only in converted MidiTok 2 files).
+        self._unencodable: frozenset[int] = frozenset()
         if not tok.is_trained:
             expansions = [(name,) for name in base_names]
         else:
@@ -304,15 +342,17 @@ class REMITokenizer:
                 if byte_str not in byte_to_tokens:
                     raise TokenizerMismatchError(f"BPE id {index} has no base-token expansion")
                 tokens = tuple(byte_to_tokens[byte_str])
-                if index < self._base_size and tokens != (base_names[index],):
-                    raise TokenizerMismatchError(
-                        f"BPE id {index} is {tokens!r}, expected base token {base_names[index]!r}"
-                    )
                 if not tokens:
                     raise TokenizerMismatchError(
                         f"BPE id {index} ({byte_str!r}) stands for no base token"
                     )
                 expansions[index] = tokens
+            # midilm trains from the whole base alphabet, so base id i is BPE id i; a
+            # MidiTok 2 vocabulary has its own order and only the tokens its data had.
+            spelled = {e[0] for e in expansions if len(e) == 1}
+            self._unencodable = frozenset(
+                i for i, name in enumerate(base_names) if name not in spelled
+            )
         self._expansions: list[tuple[str, ...]] = expansions
         self._names = [BPE_JOINER.join(e) for e in expansions]
         self._name_to_id = {name: i for i, name in enumerate(self._names)}
@@ -348,6 +388,46 @@ class REMITokenizer:
         tokenizer._tok.train(vocab_size=vocab_size, model="BPE", iterator=corpus)
         tokenizer._sync_vocabulary()
         return tokenizer
+
+    @classmethod
+    def train_from_ids(
+        cls,
+        sequences: Iterable[Sequence[int]],
+        vocab_size: int = 20_000,
+        config: REMIConfig | None = None,
+    ) -> REMITokenizer:
+        """Learn BPE, as :meth:`train` does, from sequences of *base* ids (what an untrained
+        tokenizer's :meth:`encode` gives). Dataset preparation tokenizes the corpus once in
+        parallel, then learns BPE from the training split's stored sequences without
+        reading the files again. ``sequences`` may be a one-pass iterable with ``len()``
+        (MidiTok asks for it); it is iterated once. Empty sequences are skipped."""
+        tokenizer = cls(config)
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+            raise ConfigError(f"vocab_size: expected an integer, received {vocab_size!r}")
+        if vocab_size <= tokenizer.base_vocab_size:
+            raise ConfigError(
+                f"vocab_size: must be larger than the base vocabulary of "
+                f"{tokenizer.base_vocab_size} tokens, received {vocab_size}"
+            )
+        corpus = _IdsCorpus(tokenizer, sequences)
+        if len(corpus) == 0:
+            raise ValueError("REMITokenizer.train_from_ids: no sequences to learn from")
+        tokenizer._tok.train(vocab_size=vocab_size, model="BPE", iterator=corpus)
+        tokenizer._sync_vocabulary()
+        return tokenizer
+
+    def encode_base_ids(self, sequences: Sequence[Sequence[int]]) -> list[list[int]]:
+        """BPE ids of sequences of base ids, in one batch (the base ids unchanged when the
+        tokenizer is not trained): ``encode(s)`` equals ``encode_base_ids([base])[0]``
+        where ``base`` is the untrained tokenizer's ``encode(s)``."""
+        if not self._tok.is_trained:
+            return [[int(i) for i in ids] for ids in sequences]
+        tok = self._tok
+        chars = [[tok._ids_to_bytes([int(i) for i in ids], as_one_str=True)] for ids in sequences]
+        # MidiTok's encode_token_ids does the same per TokSequence, after first rebuilding
+        # every token's text; base ids map straight to the BPE model's characters.
+        encoded = tok._model.encode_batch(chars, is_pretokenized=True)
+        return [list(e.ids) for e in encoded]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -461,15 +541,33 @@ class REMITokenizer:
         if len(seq.tokens) == 0:  # every note was out of range
             return None
         if encode_ids and self._tok.is_trained:
+            if self._unencodable:
+                self._check_encodable(seq)
             self._tok.encode_token_ids(seq)
         return seq
 
+    def _check_encodable(self, seq: TokSequence) -> None:
+        """Raise for a base token the (MidiTok 2) vocabulary has no id for: the BPE model
+        would drop it without a word, as MidiTok 2 did."""
+        missing = sorted({int(i) for i in seq.ids} & self._unencodable)
+        if missing:
+            names = ", ".join(self._tok[i] for i in missing[:5])
+            raise UnknownTokenError(
+                f"this vocabulary has no id for {names}: its BPE (MidiTok 2) was learned "
+                f"from data without {'it' if len(missing) == 1 else 'them'}, and MidiTok 2 "
+                f"silently dropped such tokens; transpose or drop those notes"
+            )
+
     def _prepare(self, score: symusic.Score) -> ScoreTick | None:
-        """Ticks, and (single stream) the non-drum tracks merged into one piano track."""
+        """Ticks, and (single stream) the non-drum tracks merged into one piano track;
+        rounded as MidiTok 2 did when the settings ask for it."""
         score = _as_ticks(score)
         if self._config.multitrack:
             return score
-        return _merge_pitched_tracks(score)
+        merged = _merge_pitched_tracks(score)
+        if merged is not None and self._config.preprocessing == "miditok2":
+            return _miditok2_round(merged, self._config)
+        return merged
 
     # ------------------------------------------------------------------ decoding
     def decode(self, ids: Sequence[int]) -> ScoreTick:
@@ -519,7 +617,8 @@ class REMITokenizer:
     @classmethod
     def load(cls, directory: str | Path) -> REMITokenizer:
         """Load a directory written by :meth:`save`, or a MidiTok 3 ``tokenizer.json``
-        alone (its settings are read back with :meth:`REMIConfig.from_miditok`).
+        alone (its settings are read back with :meth:`REMIConfig.from_miditok`), or a
+        MidiTok 2.x ``tokenizer.conf`` alone (converted by :meth:`from_miditok2`).
 
         Raises ``FileNotFoundError`` for a missing directory or file and
         :class:`TokenizerMismatchError` for a garbled file, another tokenizer kind, or
@@ -531,10 +630,8 @@ class REMITokenizer:
         path = directory / TOKENIZER_JSON
         if not path.is_file():
             if (directory / _MIDITOK_2_CONF).is_file():
-                raise TokenizerMismatchError(
-                    f"{directory / _MIDITOK_2_CONF}: a MidiTok 2.x tokenizer file; midilm "
-                    f"reads MidiTok 3 '{TOKENIZER_JSON}' files only (no converter yet)"
-                )
+                _check_midilm_kind(directory, cls.kind)
+                return cls.from_miditok2(directory / _MIDITOK_2_CONF)
             raise FileNotFoundError(f"{path}: no tokenizer file in this directory")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -585,8 +682,205 @@ class REMITokenizer:
         except TokenizerMismatchError as err:
             raise TokenizerMismatchError(f"{path}: {err}") from err
 
+    @classmethod
+    def from_miditok2(cls, path: str | Path) -> REMITokenizer:
+        """Convert a MidiTok 2.0 ``tokenizer.conf`` (REMI, with or without BPE), keeping
+        the id of every token, so that a model trained with it reads midilm's ids.
+
+        The result encodes as MidiTok 2 did (``preprocessing="miditok2"``) and saves as a
+        MidiTok 3 ``tokenizer.json`` with the same ids. What differs from MidiTok 2, and
+        why, is in the module docstring. Raises ``FileNotFoundError`` for a missing file and
+        :class:`TokenizerMismatchError` naming the file for one it cannot convert (another
+        tokenization, chord/rest/tempo/program tokens, MidiTok 2's "slow" BPE, a base
+        vocabulary that differs from MidiTok 3's).
+        """
+        import tempfile
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such MidiTok 2 tokenizer file")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TokenizerMismatchError(f"{path}: not a readable JSON file ({err})") from err
+
+        def unreadable(reason: str) -> TokenizerMismatchError:
+            return TokenizerMismatchError(
+                f"{path}: a MidiTok 2.x tokenizer file that midilm cannot convert: {reason}"
+            )
+
+        if not isinstance(data, dict):
+            raise unreadable("not a JSON object")
+        if "config" in data:
+            raise unreadable(
+                "it has the 'config' entry of MidiTok 2.1 and later; midilm converts the "
+                "MidiTok 2.0 layout (top-level 'pitch_range', 'beat_res', …)"
+            )
+        if data.get("tokenization") != _MIDITOK_CLASS:
+            raise unreadable(f"tokenization {data.get('tokenization')!r}, expected 'REMI'")
+        config = _miditok2_config(data, unreadable)
+        tok = miditok.REMI(config.to_miditok())
+        base_vocab: dict[str, int] = dict(tok.vocab)
+        saved_base = data.get("_vocab_base")
+        if saved_base is not None and saved_base != base_vocab:
+            differences = sorted(
+                set(saved_base.items()).symmetric_difference(base_vocab.items()),
+                key=lambda item: item[1],
+            )
+            raise unreadable(
+                "its base vocabulary differs from MidiTok 3's for the same settings "
+                f"(first differences: {differences[:4]})"
+            )
+        if not data.get("has_bpe"):
+            return cls._wrap(config, tok)
+        if not isinstance(data.get("_bpe_model"), str):
+            raise unreadable("its BPE was learned with MidiTok 2's slow method (no '_bpe_model')")
+        byte_to_token = data.get("_vocab_base_byte_to_token")
+        if not isinstance(byte_to_token, dict) or not set(byte_to_token.values()) <= set(
+            base_vocab
+        ):
+            raise unreadable("'_vocab_base_byte_to_token' is missing or names unknown tokens")
+        # MidiTok 3 needs a character for every base token; one the BPE model never saw gets
+        # a private-use character, which no BPE token contains (it then has no id).
+        token_to_byte = {token: byte for byte, token in byte_to_token.items()}
+        for token, base_id in base_vocab.items():
+            if token not in token_to_byte:
+                byte = chr(_PRIVATE_USE_START + base_id)
+                token_to_byte[token] = byte
+                byte_to_token[byte] = token
+        params = tok.to_dict()
+        params.update(
+            _vocab_base=base_vocab,
+            _model=data["_bpe_model"],
+            _vocab_base_byte_to_token=byte_to_token,
+        )
+        with tempfile.TemporaryDirectory(prefix="midilm-miditok2-") as tmp:
+            converted = Path(tmp) / TOKENIZER_JSON
+            converted.write_text(json.dumps(params), encoding="utf-8")
+            try:
+                tok = miditok.REMI(params=converted)
+            # As in load: MidiTok and tokenizers raise bare exceptions for bad content.
+            except Exception as err:
+                raise unreadable(
+                    f"its BPE model does not load ({type(err).__name__}: {err})"
+                ) from err
+        try:
+            return cls._wrap(config, tok)
+        except TokenizerMismatchError as err:
+            raise TokenizerMismatchError(f"{path}: {err}") from err
+
 
 # ---------------------------------------------------------------------- helpers
+# Characters given to base tokens a MidiTok 2 BPE model never saw (Unicode plane 15, private
+# use): far above MidiTok's chr(id + 33) range, and in no learned token.
+_PRIVATE_USE_START = 0xF0000
+
+
+def _check_midilm_kind(directory: Path, kind: str) -> None:
+    meta = read_midilm_json(directory).get("tokenizer")
+    if meta is not None and (not isinstance(meta, dict) or meta.get("kind") != kind):
+        found = meta.get("kind") if isinstance(meta, dict) else meta
+        raise TokenizerMismatchError(
+            f"{directory / MIDILM_JSON}: tokenizer kind {found!r}, expected {kind!r}"
+        )
+
+
+def _miditok2_config(
+    data: dict[str, Any], unreadable: Callable[[str], TokenizerMismatchError]
+) -> REMIConfig:
+    """The settings of a MidiTok 2.0 ``tokenizer.conf``, as a :class:`REMIConfig`."""
+    additional = data.get("additional_tokens") or {}
+    if not isinstance(additional, dict):
+        raise unreadable("'additional_tokens' is not a mapping")
+    used = [k for k in ("Chord", "Rest", "Tempo", "TimeSignature", "Program") if additional.get(k)]
+    if used:
+        raise unreadable(f"it uses {', '.join(used)} tokens, which midilm's REMI does not have")
+    try:
+        low, high = data["pitch_range"]  # a Python range: the end is excluded
+        beat_res = tuple(
+            (*map(int, key.split("_")), int(res)) for key, res in data["beat_res"].items()
+        )
+        velocities = data.get("_nb_velocities", data.get("nb_velocities"))
+        return REMIConfig(
+            min_pitch=int(low),
+            max_pitch=int(high) - 1,
+            beat_res=tuple(sorted(beat_res)),
+            num_velocities=velocities,
+            special_tokens=tuple(data.get("special_tokens", ())),
+            preprocessing="miditok2",
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        # ConfigError is a ValueError: a setting out of range lands here too.
+        raise unreadable(f"{type(err).__name__}: {err}") from err
+
+
+def _duration_bins(config: REMIConfig) -> list[tuple[int, int, int]]:
+    """MidiTok's duration bins ``(beats, positions, positions_per_beat)``, shortest first
+    (the zero duration left out, the end of the last range added)."""
+    bins = [
+        (beat, pos, res)
+        for start, end, res in config.beat_res
+        for beat in range(start, end)
+        for pos in range(res)
+    ]
+    last_end, last_res = config.beat_res[-1][1], config.beat_res[-1][2]
+    return [*bins[1:], (last_end, 0, last_res)]
+
+
+def _miditok2_round(score: ScoreTick, config: REMIConfig) -> ScoreTick:
+    """The one piano track of ``score`` rounded exactly as MidiTok 2.0 did (its
+    ``_quantize_notes``, ``remove_duplicated_notes`` and ``REMI.track_to_tokens``), as a
+    score on MidiTok 3's grid that MidiTok 3 then tokenizes without changing anything.
+
+    Ticks are those of ``score``; like MidiTok 2, the grid step is ``int(tpq / res)`` for
+    rounding and ``tpq / res`` for positions (the same when ``res`` divides ``tpq``).
+    """
+    tpq = score.ticks_per_quarter
+    res = config.positions_per_beat
+    soa = score.tracks[0].notes.numpy()
+    start = soa["time"].astype(np.int64)
+    end = start + soa["duration"].astype(np.int64)
+    pitch = soa["pitch"].astype(np.int64)
+    velocity = soa["velocity"].astype(np.int64)
+    keep = (pitch >= config.min_pitch) & (pitch <= config.max_pitch)
+    start, end, pitch, velocity = start[keep], end[keep], pitch[keep], velocity[keep]
+
+    step = max(int(tpq / res), 1)
+
+    def to_grid(ticks: np.ndarray) -> np.ndarray:  # nearest step, a tie rounds down
+        offset = ticks % step
+        return np.where(offset <= step / 2, ticks - offset, ticks + step - offset)
+
+    start, end = to_grid(start), to_grid(end)
+    end = np.where(start == end, end + step, end)
+    values = np.linspace(0, 127, config.num_velocities + 1, dtype=np.intc)[1:].astype(np.int64)
+    velocity = values[np.argmin(np.abs(values[None, :] - velocity[:, None]), axis=1)]
+    # Sorted by (onset, pitch, offset), ties in input order; the first of each
+    # (onset, pitch) stays: the shortest.
+    order = np.lexsort((np.arange(len(start)), end, pitch, start))
+    start, end, pitch, velocity = start[order], end[order], pitch[order], velocity[order]
+    first = np.ones(len(start), dtype=bool)
+    first[1:] = (start[1:] != start[:-1]) | (pitch[1:] != pitch[:-1])
+    start, end, pitch, velocity = start[first], end[first], pitch[first], velocity[first]
+
+    bins = _duration_bins(config)
+    bin_ticks = np.array([(b * r + p) * tpq // r for b, p, r in bins], dtype=np.int64)
+    index = np.argmin(np.abs(bin_ticks[None, :] - (end - start)[:, None]), axis=1)
+    steps_per_bar = 4 * res  # REMI bars are 4 beats (no time-signature tokens)
+    bar = start // (4 * tpq)
+    position = ((start % (4 * tpq)) / (tpq / res)).astype(np.int64)
+    length = np.array([(b * r + p) * res // r for b, p, r in bins], dtype=np.int64)[index]
+
+    rounded = symusic.Score(res)
+    track = symusic.Track(name="Piano", program=0, is_drum=False)
+    track.notes = symusic.Note.from_numpy(
+        time=(bar * steps_per_bar + position).astype(np.int32),
+        duration=length.astype(np.int32),
+        pitch=pitch.astype(np.int8),
+        velocity=velocity.astype(np.int8),
+    )
+    rounded.tracks.append(track)
+    return rounded
 
 
 def _as_ticks(score: Any) -> ScoreTick:
@@ -644,6 +938,23 @@ class _TrainingCorpus:
             # MidiTok's own training iterator maps base ids to the unicode "bytes" the
             # BPE model is learned on with this (private) helper.
             yield [tok._ids_to_bytes(list(seq.ids), as_one_str=True)]
+
+
+class _IdsCorpus:
+    """What MidiTok's BPE trainer iterates for :meth:`REMITokenizer.train_from_ids`."""
+
+    def __init__(self, tokenizer: REMITokenizer, sequences: Iterable[Sequence[int]]) -> None:
+        self._tokenizer = tokenizer
+        self._sequences = sequences
+
+    def __len__(self) -> int:
+        return len(self._sequences)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[str]]:
+        tok = self._tokenizer.miditok
+        for ids in self._sequences:
+            if len(ids):
+                yield [tok._ids_to_bytes([int(i) for i in ids], as_one_str=True)]
 
 
 def _load_source(source: Any) -> ScoreTick:
