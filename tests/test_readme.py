@@ -34,6 +34,7 @@ def test_cli_examples_run(tmp_path):
         )
         assert result.returncode == 0, (command, result.stderr)
     assert (tmp_path / "bwv66.mid").is_file()
+    assert (tmp_path / "bach-model" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -43,6 +44,7 @@ def test_python_example_runs(tmp_path, monkeypatch):
     exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "bwv66.mid").is_file()
     assert (tmp_path / "mmm-tokenizer" / "tokenizer.json").is_file()
+    assert (tmp_path / "remi-model" / "config.json").is_file()
 
 
 def test_ci_runs_the_readme_test_command():
