@@ -9,7 +9,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_directory", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "atomic_directory",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_dir",
+    "fsync_tree",
+]
 
 
 def _read_umask() -> int:
@@ -75,7 +82,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private
     try:
         yield tmp
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if path.exists() or path.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             old.rmdir()  # only its unique name is wanted
@@ -91,13 +98,15 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
                 old.unlink(missing_ok=True)
         else:
             tmp.rename(path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path) -> None:
+    """Flush every file under ``root`` and the folders themselves to disk (a rename is only
+    durable once what it points at is)."""
     for folder, _, files in os.walk(root):
         for name in files:
             fd = os.open(Path(folder) / name, os.O_RDONLY)
@@ -105,9 +114,10 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        fsync_dir(Path(folder))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every file system can sync a folder
         fd = os.open(folder, os.O_RDONLY)
         try:

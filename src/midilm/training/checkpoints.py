@@ -16,7 +16,6 @@ skipped rather than loaded.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ __all__ = [
     "RUN_INFO",
     "STAGING_DIR",
     "checkpoint_step",
-    "fsync_tree",
     "is_complete",
     "latest_checkpoint",
     "list_checkpoints",
@@ -102,29 +100,3 @@ def prune_checkpoints(root: Path, keep: int, protect: Path | None = None) -> lis
 def read_run_info(checkpoint: Path) -> dict[str, Any]:
     """What ``midilm_run.json`` of a checkpoint says about its run."""
     return json.loads((checkpoint / RUN_INFO).read_text(encoding="utf-8"))
-
-
-def fsync_tree(path: Path) -> None:
-    """Flush every file under ``path`` and the folders themselves to disk (a rename is only
-    durable once what it points at is)."""
-    for folder, _, files in os.walk(path):
-        for name in files:
-            fd = os.open(Path(folder) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(folder))
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms that cannot open a folder (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

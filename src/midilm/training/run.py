@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from midilm.data.shards import read_manifest
 from midilm.errors import ConfigError
+from midilm.io_utils import fsync_dir
 from midilm.model.presets import ModelPreset, get_preset
 from midilm.training.checkpoints import (
     CHECKPOINTS_DIR,
     STAGING_DIR,
-    fsync_dir,
     latest_checkpoint,
     list_checkpoints,
     read_run_info,

@@ -26,14 +26,9 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from midilm.io_utils import fsync_dir, fsync_tree
 from midilm.model.directory import quiet_transformers
-from midilm.training.checkpoints import (
-    RUN_INFO,
-    STAGING_DIR,
-    fsync_dir,
-    fsync_tree,
-    prune_checkpoints,
-)
+from midilm.training.checkpoints import RUN_INFO, STAGING_DIR, prune_checkpoints
 
 __all__ = ["EpochPermutation", "MidilmTrainer"]
 
