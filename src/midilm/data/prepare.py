@@ -69,7 +69,14 @@ from typing import Any, Literal
 import numpy as np
 
 from midilm.config import FrozenConfig
-from midilm.data.shards import MANIFEST, SPLITS, DatasetError, ShardWriter, shards_digest
+from midilm.data.shards import (
+    MANIFEST,
+    SPLITS,
+    DatasetError,
+    ShardWriter,
+    read_json_object,
+    shards_digest,
+)
 from midilm.data.sources import expand_sources, is_music21
 from midilm.data.work import (
     ITEMS_FILE,
@@ -320,7 +327,7 @@ def prepare(
     if shard is None and _state_matches(output, inputs_key):
         if work.exists() and not keep_work:
             shutil.rmtree(work)
-        return PrepareResult(output, _read_json(output / MANIFEST), 0, True)
+        return PrepareResult(output, read_json_object(output / MANIFEST), 0, True)
 
     info = {
         "format": PART_FORMAT,
@@ -335,7 +342,7 @@ def prepare(
         "inputs_key": inputs_key,
         "complete": False,
     }
-    old = _read_json(work / PART_FILE) if (work / PART_FILE).is_file() else None
+    old = read_json_object(work / PART_FILE) if (work / PART_FILE).is_file() else None
     if shard is not None and old == {**info, "complete": True}:
         return PrepareResult(output, old, 0, True)
     if old != info:
@@ -377,7 +384,7 @@ def merge(
     settings_key = loaded[0].info["settings_key"]
     _check_conflict(output, settings_key, inputs_key, overwrite, has_work=False)
     if _state_matches(output, inputs_key):
-        return PrepareResult(output, _read_json(output / MANIFEST), 0, True)
+        return PrepareResult(output, read_json_object(output / MANIFEST), 0, True)
     manifest = _assemble(loaded, output, progress)
     return PrepareResult(output, manifest, 0, False)
 
@@ -453,9 +460,9 @@ def _check_conflict(
     if overwrite:
         return
     part_path = output / WORK_DIR / PART_FILE
-    part = _read_json(part_path) if has_work and part_path.is_file() else {}
+    part = read_json_object(part_path) if has_work and part_path.is_file() else {}
     if (output / MANIFEST).is_file():
-        state = _read_json(output / STATE_FILE) if (output / STATE_FILE).is_file() else {}
+        state = read_json_object(output / STATE_FILE) if (output / STATE_FILE).is_file() else {}
         if inputs_key in (state.get("inputs_key"), part.get("inputs_key")):
             return
         manifest_settings = state.get("settings_key") or part.get("settings_key")
@@ -486,21 +493,15 @@ def _check_part_dir(output: Path, settings_key: str, overwrite: bool) -> None:
             f"{', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}); choose a new folder"
         )
     part = output / PART_FILE
-    if not overwrite and part.is_file() and _read_json(part).get("settings_key") != settings_key:
+    if (
+        not overwrite
+        and part.is_file()
+        and read_json_object(part).get("settings_key") != settings_key
+    ):
         raise DatasetError(
             f"{output}: holds a part prepared with other settings; pass --overwrite to "
             "discard it, or choose another folder"
         )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: unreadable ({err})") from err
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object")
-    return data
 
 
 def _state_matches(output: Path, inputs_key: str) -> bool:
@@ -508,7 +509,7 @@ def _state_matches(output: Path, inputs_key: str) -> bool:
     if not (output / MANIFEST).is_file() or not state_path.is_file():
         return False
     try:
-        return _read_json(state_path).get("inputs_key") == inputs_key
+        return read_json_object(state_path).get("inputs_key") == inputs_key
     except DatasetError:
         return False
 
@@ -1048,7 +1049,7 @@ def _load_part(work: Path) -> _Part:
     path = work / PART_FILE
     if not path.is_file():
         raise DatasetError(f"{work}: not a preparation part (no {PART_FILE})")
-    info = _read_json(path)
+    info = read_json_object(path)
     if info.get("format") != PART_FORMAT:
         raise DatasetError(f"{path}: not a preparation part")
     if info.get("format_version") != FORMAT_VERSION:

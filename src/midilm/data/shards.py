@@ -223,12 +223,17 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise DatasetError(
             f"{path}: no manifest; is {directory} a dataset made by 'midilm prepare'?"
         )
+    return read_json_object(path)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a dataset's files; DatasetError naming the file otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: unreadable manifest ({err})") from err
+        raise DatasetError(f"{path}: unreadable ({err})") from err
     if not isinstance(data, dict):
-        raise DatasetError(f"{path}: unreadable manifest (not a JSON object)")
+        raise DatasetError(f"{path}: expected a JSON object")
     return data
 
 
