@@ -74,3 +74,18 @@ def reference_decode(text: str, bar_steps: int = 16, default_steps: int = 4) -> 
             close_track()
     close_track()
     return sorted(n for n in notes if n[2] > n[1])
+
+
+def published_vocabulary(folder, texts: list[str]):
+    """A vocabulary learned from data as the published trainer did (WordLevelTrainer: ids by
+    frequency, only seen tokens), saved as ``folder/tokenizer.json`` without midilm.json."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    hf = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.WordLevelTrainer(
+        special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    )
+    hf.train_from_iterator(texts, trainer)
+    hf.save(str(folder / "tokenizer.json"))
+    return hf

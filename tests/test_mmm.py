@@ -15,7 +15,7 @@ from midilm.errors import ConfigError, UnknownTokenError, UnsupportedScoreError
 from midilm.score import bar_grid, quantize
 from midilm.tokenization import load_tokenizer
 from midilm.tokenization.mmm import COMMON_METERS, MMMConfig, MMMTokenizer
-from mmm_helpers import make_score, note_set, reference_decode
+from mmm_helpers import make_score, note_set, published_vocabulary, reference_decode
 
 SEED_EXAMPLE = (
     "PIECE_START TRACK_START INST=34 DENSITY=8 BAR_START NOTE_ON=60 TIME_DELTA=4 NOTE_OFF=60 "
@@ -364,21 +364,6 @@ def test_saved_tokenizer_loads_in_hugging_face_and_midilm(tmp_path, bach_scores,
     assert again.encode(score) == ids
 
 
-def _published_vocabulary(tmp_path, texts: list[str]):
-    """A vocabulary learned from data as the published trainer did (WordLevelTrainer:
-    ids by frequency, only seen tokens), saved without midilm.json."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    hf = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.WordLevelTrainer(
-        special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
-    )
-    hf.train_from_iterator(texts, trainer)
-    hf.save(str(tmp_path / "tokenizer.json"))
-    return hf
-
-
 def test_published_vocabulary_keeps_its_ids(tmp_path, bach_scores):
     four_four = [
         s
@@ -393,7 +378,7 @@ def test_published_vocabulary_keeps_its_ids(tmp_path, bach_scores):
         )
         for s in four_four[:20]
     ]
-    hf = _published_vocabulary(tmp_path, texts)
+    hf = published_vocabulary(tmp_path, texts)
     tok = load_tokenizer(tmp_path)
     assert isinstance(tok, MMMTokenizer)
     # Density edges are not in a published vocabulary; the bins run up to the highest seen.

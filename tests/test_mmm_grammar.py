@@ -10,6 +10,7 @@ import pytest
 from midilm.score import bar_grid, quantize
 from midilm.tokenization import ViolationKind
 from midilm.tokenization.mmm import MMMTokenizer
+from mmm_helpers import published_vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -162,19 +163,11 @@ def test_note_across_a_bar_line_may_stay_open_until_the_last_bar():
 
 
 def test_mask_never_offers_a_token_the_published_vocabulary_lacks(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
     text = (
         f"{BASE} BAR_START NOTE_ON=60 TIME_DELTA=4.0 NOTE_OFF=60 "
         "NOTE_ON=62 TIME_DELTA=12.0 NOTE_OFF=62 BAR_END TRACK_END"
     )
-    hf = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    hf.train_from_iterator(
-        [text],
-        trainers.WordLevelTrainer(special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]),
-    )
-    hf.save(str(tmp_path / "tokenizer.json"))
+    published_vocabulary(tmp_path, [text])
     tok = MMMTokenizer.load(tmp_path)
     state = tok.grammar().start()
     for token_id in tok.text_to_ids(f"{BASE} BAR_START"):

@@ -31,6 +31,7 @@ from midilm.model import loading as loading_module
 from midilm.score import load_midi, save_midi
 from midilm.tokenization.mmm import MMMTokenizer
 from midilm.tokenization.remi import REMITokenizer
+from mmm_helpers import published_vocabulary
 
 MIDITOK2 = Path(__file__).parent / "fixtures" / "miditok2"
 MODEL_FILES = [
@@ -314,21 +315,6 @@ def test_bundled_models(tmp_path, monkeypatch, mmm, mmm_model):
 # ------------------------------------------------------------ published layouts
 
 
-def published_mmm_vocabulary(folder: Path, texts: list[str]):
-    """A vocabulary learned from data as the published trainer did (WordLevelTrainer: ids by
-    frequency, only seen tokens), saved without midilm.json."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    hf = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.WordLevelTrainer(
-        special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
-    )
-    hf.train_from_iterator(texts, trainer)
-    hf.save(str(folder / "tokenizer.json"))
-    return hf
-
-
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
 def test_gpt2_for_music_layout(tmp_path, chorales, weights):
     """config + weights + WordLevel tokenizer.json, no midilm.json: MMM, settings inferred."""
@@ -340,7 +326,7 @@ def test_gpt2_for_music_layout(tmp_path, chorales, weights):
     texts = [re.sub(r"(TIME_DELTA=\d+)", r"\1.0", ours.encode_text(s)) for s in four_four[:8]]
     folder = tmp_path / "gpt2-for-music"
     folder.mkdir()
-    hf_tok = published_mmm_vocabulary(folder, texts)
+    hf_tok = published_vocabulary(folder, texts)
     model = tiny_model(hf_tok.get_vocab_size(), seed=3)
     if weights == "model.safetensors":
         model.save_pretrained(folder)

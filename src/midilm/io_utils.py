@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "atomic_directory",
@@ -16,6 +18,7 @@ __all__ = [
     "atomic_write_text",
     "fsync_dir",
     "fsync_tree",
+    "read_json_object",
 ]
 
 
@@ -124,3 +127,15 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_json_object(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """The JSON object in ``path``; anything else (unreadable, not JSON, not an object)
+    raises ``error`` with a message naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not a readable JSON file ({err})") from err
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object")
+    return data

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from midilm import io_utils
 from midilm.errors import MidilmError
 
 __all__ = [
@@ -228,13 +229,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from a dataset's files; DatasetError naming the file otherwise."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: unreadable ({err})") from err
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object")
-    return data
+    return io_utils.read_json_object(path, DatasetError)
 
 
 def read_split(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:

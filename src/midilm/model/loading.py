@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from midilm.errors import ConfigError, TokenizerMismatchError
+from midilm.io_utils import read_json_object
 from midilm.model.directory import (
     CONFIG_JSON,
     GENERATION_CONFIG_JSON,
@@ -165,11 +166,8 @@ def _read_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_JSON
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no model configuration in this directory")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not a readable JSON file ({err})") from err
-    if not isinstance(config, dict) or not isinstance(config.get("vocab_size"), int):
+    config = read_json_object(path, ConfigError)
+    if not isinstance(config.get("vocab_size"), int):
         raise ConfigError(f"{path}: not a model configuration (no integer 'vocab_size')")
     return config
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from midilm.errors import TokenizerMismatchError
+from midilm.io_utils import read_json_object
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,13 +61,7 @@ def read_midilm_json(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / MIDILM_JSON
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise TokenizerMismatchError(f"{path}: not a readable JSON file ({err})") from err
-    if not isinstance(data, dict):
-        raise TokenizerMismatchError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, TokenizerMismatchError)
 
 
 def write_midilm_json(directory: str | Path, updates: dict[str, Any]) -> None:

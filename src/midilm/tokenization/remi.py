@@ -76,6 +76,7 @@ from symusic.core import ScoreTick
 
 from midilm.config import FrozenConfig
 from midilm.errors import ConfigError, TokenizerMismatchError, UnknownTokenError
+from midilm.io_utils import read_json_object
 from midilm.tokenization.base import (
     MIDILM_JSON,
     TOKENIZER_JSON,
@@ -633,11 +634,8 @@ class REMITokenizer:
                 _check_midilm_kind(directory, cls.kind)
                 return cls.from_miditok2(directory / _MIDITOK_2_CONF)
             raise FileNotFoundError(f"{path}: no tokenizer file in this directory")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise TokenizerMismatchError(f"{path}: not a readable JSON file ({err})") from err
-        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        data = read_json_object(path, TokenizerMismatchError)
+        if not isinstance(data.get("config"), dict):
             raise TokenizerMismatchError(f"{path}: not a MidiTok tokenizer file (no 'config')")
         if data.get("tokenization") != _MIDITOK_CLASS:
             raise TokenizerMismatchError(
@@ -699,10 +697,7 @@ class REMITokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such MidiTok 2 tokenizer file")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise TokenizerMismatchError(f"{path}: not a readable JSON file ({err})") from err
+        data = read_json_object(path, TokenizerMismatchError)
 
         def unreadable(reason: str) -> TokenizerMismatchError:
             return TokenizerMismatchError(
