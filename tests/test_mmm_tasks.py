@@ -13,6 +13,7 @@ from midilm.sampling.mmm_tasks import (
     add_track,
     compose,
     continue_piece,
+    finish,
     infill,
     piece_to_score,
 )
@@ -56,7 +57,7 @@ def _well_formed(tok, piece, bars):
 @pytest.mark.parametrize("seed", range(4))
 def test_compose_writes_exact_bars_at_high_temperature(engine, tok, seed):
     requests = [TrackRequest(52, 3), TrackRequest(33, 1), TrackRequest(DRUMS, 2)]
-    (piece,) = compose(_loop(engine, seed, temperature=2.0), tok, requests, bars=6)
+    (piece,) = finish(compose(_loop(engine, seed, temperature=2.0), tok, requests, bars=6))
     _well_formed(tok, piece, 6)
     assert [t.program for t in piece.tracks] == [52, 33, DRUMS]
     score = piece_to_score(tok, piece)
@@ -64,7 +65,9 @@ def test_compose_writes_exact_bars_at_high_temperature(engine, tok, seed):
 
 
 def test_compose_in_another_meter_and_many_samples(engine, tok):
-    pieces = compose(_loop(engine, 1), tok, [TrackRequest(0)], bars=5, meter="3/4", num_samples=3)
+    pieces = finish(
+        compose(_loop(engine, 1), tok, [TrackRequest(0)], bars=5, meter="3/4", num_samples=3)
+    )
     assert len(pieces) == 3
     for piece in pieces:
         _well_formed(tok, piece, 5)
@@ -73,7 +76,9 @@ def test_compose_in_another_meter_and_many_samples(engine, tok):
 
 def test_same_seed_same_music(engine, tok):
     def run(seed):
-        (piece,) = compose(_loop(engine, seed), tok, [TrackRequest(0), TrackRequest(40)], bars=4)
+        (piece,) = finish(
+            compose(_loop(engine, seed), tok, [TrackRequest(0), TrackRequest(40)], bars=4)
+        )
         return [_notes(t) for t in piece.tracks]
 
     assert run(7) == run(7)
@@ -81,7 +86,7 @@ def test_same_seed_same_music(engine, tok):
 
 
 def test_thirty_two_bars_from_a_four_bar_model(engine, tok):
-    (piece,) = compose(_loop(engine, 2), tok, [TrackRequest(0)], bars=32)
+    (piece,) = finish(compose(_loop(engine, 2), tok, [TrackRequest(0)], bars=32))
     _well_formed(tok, piece, 32)
     onsets = piece.tracks[0].onset
     assert (onsets >= piece.bars[24].start_ticks).any(), "the last bars hold music too"
@@ -89,7 +94,7 @@ def test_thirty_two_bars_from_a_four_bar_model(engine, tok):
 
 def test_continue_keeps_the_prompt(engine, tok, bach_scores):
     prompt = tok.prepare(bach_scores[2][1])
-    (piece,) = continue_piece(_loop(engine, 3), tok, prompt, bars=3)
+    (piece,) = finish(continue_piece(_loop(engine, 3), tok, prompt, bars=3))
     _well_formed(tok, piece, len(prompt.bars) + 3)
     edge = prompt.bars[-1].end_ticks
     for before, after in zip(prompt.tracks, piece.tracks, strict=True):
@@ -106,7 +111,7 @@ def test_continue_keeps_the_prompt(engine, tok, bach_scores):
 
 def test_add_track_keeps_the_others(engine, tok, bach_scores):
     piece = tok.prepare(bach_scores[4][1])
-    (out,) = add_track(_loop(engine, 4), tok, piece, TrackRequest(33, 2))
+    (out,) = finish(add_track(_loop(engine, 4), tok, piece, TrackRequest(33, 2)))
     assert len(out.tracks) == len(piece.tracks) + 1
     for before, after in zip(piece.tracks, out.tracks, strict=False):
         assert _notes(before) == _notes(after)
@@ -116,7 +121,7 @@ def test_add_track_keeps_the_others(engine, tok, bach_scores):
 def test_infill_changes_only_the_chosen_bars(engine, tok, bach_scores):
     piece = tok.prepare(bach_scores[6][1])
     cells = [(1, 2), (1, 3), (3, 6)]
-    (out,) = infill(_loop(engine, 5), tok, piece, cells)
+    (out,) = finish(infill(_loop(engine, 5), tok, piece, cells))
     for index, (before, after) in enumerate(zip(piece.tracks, out.tracks, strict=True)):
         spans = [
             (piece.bars[b].start_ticks, piece.bars[b].end_ticks) for t, b in cells if t == index
@@ -140,7 +145,9 @@ def test_infill_changes_only_the_chosen_bars(engine, tok, bach_scores):
 
 
 def test_piece_to_score_round_trips_through_the_codec(engine, tok):
-    (piece,) = compose(_loop(engine, 9), tok, [TrackRequest(0), TrackRequest(DRUMS)], bars=4)
+    (piece,) = finish(
+        compose(_loop(engine, 9), tok, [TrackRequest(0), TrackRequest(DRUMS)], bars=4)
+    )
     score = piece_to_score(tok, piece)
     back = tok.prepare(score)
     assert len(bar_grid(quantize(score, 4))) <= 4

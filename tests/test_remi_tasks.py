@@ -8,6 +8,7 @@ import torch
 
 from midilm.sampling import GPT2Engine, TokenLoop
 from midilm.sampling.remi_tasks import continue_remi
+from midilm.sampling.script import finish
 from midilm.tokenization.remi import REMITokenizer
 from sampling_helpers import train_tiny
 
@@ -39,7 +40,7 @@ def _notes(score):
 @pytest.mark.parametrize("seed", range(3))
 def test_continuation_adds_bars_and_keeps_the_prompt(engine, remi, bach_scores, seed):
     prompt = bach_scores[40][1]
-    out = continue_remi(_loop(engine, remi, seed), remi, prompt, bars=4, n_positions=1024)
+    out = finish(continue_remi(_loop(engine, remi, seed), remi, prompt, bars=4, n_positions=1024))
     assert out.ticks_per_quarter == prompt.ticks_per_quarter
     assert [t.name for t in out.tracks] == [t.name for t in prompt.tracks]
     assert list(out.tempos) == list(prompt.tempos) and list(out.time_signatures) == list(
@@ -57,7 +58,7 @@ def test_continuation_adds_bars_and_keeps_the_prompt(engine, remi, bach_scores, 
 
 def test_long_continuation_slides_past_the_context(engine, remi, bach_scores):
     prompt = bach_scores[41][1]
-    out = continue_remi(_loop(engine, remi, 1), remi, prompt, bars=24, n_positions=256)
+    out = finish(continue_remi(_loop(engine, remi, 1), remi, prompt, bars=24, n_positions=256))
     bar = 4 * prompt.ticks_per_quarter
     prompt_bars = sum(remi.expansion(i).count("Bar_None") for i in remi.encode(prompt))
     last = max(n.time for t in out.tracks for n in t.notes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "GenerationRequestError",
     "InvalidMidiError",
     "MidilmError",
     "TokenizerMismatchError",
@@ -63,3 +64,21 @@ class TokenizerMismatchError(MidilmError, ValueError):
 
 class ConfigError(MidilmError, ValueError):
     """A configuration value that is out of range, of the wrong type, or an unknown key."""
+
+
+class GenerationRequestError(MidilmError, ValueError):
+    """A sampling request that cannot be served as asked: an unknown instrument, bars ≤ 0,
+    a track or bar out of range, a density outside the model's bins, infilling with a model
+    never trained on infill examples. ``field`` names the argument at fault (``"bars"``,
+    ``"instruments"``…) so that the CLI and the HTTP server can point at it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self):  # picklable across worker processes, with its field
+        return (_rebuild_request_error, (str(self), self.field))
+
+
+def _rebuild_request_error(message: str, field: str | None) -> GenerationRequestError:
+    return GenerationRequestError(message, field=field)

@@ -14,22 +14,36 @@ masked bars become ``FILL_IN`` and their answers are sampled after ``FILL_START`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from symusic.core import NoteTickList, ScoreTick, TempoTick, TimeSignatureTick, TrackTick
 
 from midilm.sampling.loop import TokenLoop
-from midilm.sampling.script import Script, Until, run_scripts, until_token
+from midilm.sampling.script import Script, Until, finish, run_scripts, until_token
 from midilm.score.meter import Bar, Meter
 from midilm.tokenization.mmm import MMMTokenizer, Piece, PieceTrack
 from midilm.tokenization.mmm_vocab import DRUMS, Kind
 
-__all__ = ["TrackRequest", "add_track", "compose", "continue_piece", "infill", "piece_to_score"]
+__all__ = [
+    "Steps",
+    "TrackRequest",
+    "add_track",
+    "compose",
+    "continue_piece",
+    "finish",
+    "infill",
+    "piece_to_score",
+]
 
-Progress = Callable[[int, int], None]
-"""``(windows done, windows in all)``."""
+Steps = Generator[tuple[int, int], None, list[Piece]]
+"""A task in progress: yields ``(bars written, bars to write)`` after each window and
+returns the pieces. Drive it with :func:`~midilm.sampling.script.finish`, or iterate it
+to stream; closing it stops the work after the current window."""
+
+Trace = list[list[list[int]]]
+"""Per candidate row, the id sequence of each window the model read and wrote."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +63,8 @@ def compose(
     *,
     meter: str | None = None,
     num_samples: int = 1,
-    progress: Progress | None = None,
-) -> list[Piece]:
+    trace: Trace | None = None,
+) -> Steps:
     """New pieces of ``bars`` bars with the requested tracks."""
     if bars < 1:
         raise ValueError(f"bars must be ≥ 1, received {bars}")
@@ -59,7 +73,7 @@ def compose(
     meter = meter or (tok.config.meters or ("4/4",))[0]
     pieces = [_empty_piece(tok, tracks, bars, meter) for _ in range(num_samples)]
     densities = [_density(tok, r, None) for r in tracks]
-    _write_bars(loop, tok, pieces, list(range(len(tracks))), densities, 0, bars, progress)
+    yield from _write_bars(loop, tok, pieces, list(range(len(tracks))), densities, 0, bars, trace)
     return pieces
 
 
@@ -71,8 +85,8 @@ def continue_piece(
     *,
     densities: Sequence[int | None] | None = None,
     num_samples: int = 1,
-    progress: Progress | None = None,
-) -> list[Piece]:
+    trace: Trace | None = None,
+) -> Steps:
     """The prompt with ``bars`` more bars in every track (in the meter of its last bar)."""
     if bars < 1:
         raise ValueError(f"bars must be ≥ 1, received {bars}")
@@ -82,8 +96,8 @@ def continue_piece(
     chosen = [
         d if d is not None else _context_density(tok, prompt, i) for i, d in enumerate(wanted)
     ]
-    _write_bars(loop, tok, pieces, list(range(len(prompt.tracks))), chosen, start,
-                start + bars, progress)  # fmt: skip
+    yield from _write_bars(loop, tok, pieces, list(range(len(prompt.tracks))), chosen, start,
+                           start + bars, trace)  # fmt: skip
     return pieces
 
 
@@ -94,13 +108,13 @@ def add_track(
     track: TrackRequest,
     *,
     num_samples: int = 1,
-    progress: Progress | None = None,
-) -> list[Piece]:
+    trace: Trace | None = None,
+) -> Steps:
     """The piece with one more track, written against all the others."""
     pieces = [_with_track(piece, track.program) for _ in range(num_samples)]
     new = len(piece.tracks)
     density = _density(tok, track, None)
-    _write_bars(loop, tok, pieces, [new], [density], 0, len(piece.bars), progress)
+    yield from _write_bars(loop, tok, pieces, [new], [density], 0, len(piece.bars), trace)
     return pieces
 
 
@@ -111,8 +125,8 @@ def infill(
     cells: Sequence[tuple[int, int]],
     *,
     num_samples: int = 1,
-    progress: Progress | None = None,
-) -> list[Piece]:
+    trace: Trace | None = None,
+) -> Steps:
     """The piece with the bars ``(track, bar)`` written anew; nothing else changes."""
     window = tok.config.bars_per_window
     todo = sorted(set(cells), key=lambda c: (c[1], c[0]))
@@ -129,13 +143,14 @@ def infill(
         else:
             groups.append([cell])
     pieces = [_copy_piece(piece) for _ in range(num_samples)]
-    for done, group in enumerate(groups):
+    done = 0
+    for group in groups:
         first = group[0][1]
         start = max(0, min(first, len(piece.bars) - window))
         stop = min(start + window, len(piece.bars))
-        _infill_window(loop, tok, pieces, group, start, stop)
-        if progress:
-            progress(done + 1, len(groups))
+        _infill_window(loop, tok, pieces, group, start, stop, trace)
+        done += len({bar for _, bar in group})
+        yield done, len({bar for _, bar in todo})
     return pieces
 
 
@@ -148,8 +163,8 @@ def _write_bars(
     densities: list[int],
     first: int,
     stop: int,
-    progress: Progress | None,
-) -> None:
+    trace: Trace | None,
+) -> Steps:
     """Sample bars ``[first, stop)`` of the ``targets`` tracks in every piece, a window at a
     time; other tracks are context."""
     window = tok.config.bars_per_window
@@ -160,10 +175,10 @@ def _write_bars(
         new_to = min(max(new_from + hop, window), stop)
         spans.append((max(0, new_to - window), new_from, new_to))
         new_from = new_to
-    for done, (start, new_from, new_to) in enumerate(spans):
-        _sample_window(loop, tok, pieces, targets, densities, start, new_from, new_to)
-        if progress:
-            progress(done + 1, len(spans))
+    for start, new_from, new_to in spans:
+        _sample_window(loop, tok, pieces, targets, densities, start, new_from, new_to, trace)
+        yield new_to - first, stop - first
+    return pieces
 
 
 def _sample_window(
@@ -175,6 +190,7 @@ def _sample_window(
     start: int,
     new_from: int,
     new_to: int,
+    trace: Trace | None,
 ) -> None:
     vocab = tok.vocab
     bars = pieces[0].bars[start:new_to]
@@ -205,7 +221,9 @@ def _sample_window(
     list(run_scripts(loop, header, states, scripts))
     offset = bars[0].start_ticks
     new_start = pieces[0].bars[new_from].start_ticks - offset
-    for piece, state_ids in zip(pieces, (header + _ids(s) for s in scripts), strict=True):
+    sequences = [header + _ids(script) for script in scripts]
+    _record(trace, sequences)
+    for piece, state_ids in zip(pieces, sequences, strict=True):
         window = tok.decode(state_ids, ticks_per_quarter=tok.config.steps_per_quarter)
         for index in targets:
             notes = window.tracks[index].notes.numpy()
@@ -222,6 +240,7 @@ def _infill_window(
     cells: list[tuple[int, int]],
     start: int,
     stop: int,
+    trace: Trace | None,
 ) -> None:
     vocab = tok.vocab
     fill_start, fill_end = vocab.bare_id(Kind.FILL_START), vocab.bare_id(Kind.FILL_END)
@@ -237,6 +256,7 @@ def _infill_window(
         items += [fill_start, until_token(fill_end, "fill")]
     scripts = [Script(list(items)) for _ in pieces]
     list(run_scripts(loop, prompt, [grammar.start() for _ in pieces], scripts))
+    _record(trace, [prompt + _ids(script) for script in scripts])
     for piece, script in zip(pieces, scripts, strict=True):
         for (track, bar), answer in zip(order, script.spans, strict=True):
             filled = tok.decode(_single_bar(tok, meters[bar], answer[:-1]),
@@ -258,6 +278,15 @@ def _single_bar(tok: MMMTokenizer, meter: str, events: list[int]) -> list[int]:
     ids += [vocab.bare_id(Kind.TRACK_START), int(vocab.inst[0]), int(vocab.density[0])]
     ids += [vocab.bare_id(Kind.BAR_START), *events, vocab.bare_id(Kind.BAR_END)]
     return [*ids, vocab.bare_id(Kind.TRACK_END)]
+
+
+def _record(trace: Trace | None, sequences: list[list[int]]) -> None:
+    if trace is None:
+        return
+    if not trace:
+        trace.extend([] for _ in sequences)
+    for row, ids in zip(trace, sequences, strict=True):
+        row.append(list(ids))
 
 
 # ---------------------------------------------------------------------- pieces

@@ -8,13 +8,16 @@ scripts; :func:`run_scripts` plays them through a :class:`~midilm.sampling.loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from midilm.sampling.loop import Candidate, SamplingError, TokenLoop
 from midilm.tokenization.grammar import GrammarState
 
-__all__ = ["Script", "Until", "run_scripts"]
+__all__ = ["Script", "Until", "finish", "run_scripts"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,15 @@ def run_scripts(
         return scripts[row].finished
 
     yield from loop.steps(cache, candidates, stop, force)
+
+
+def finish(steps: Generator[object, None, T]) -> T:
+    """Run a task (a generator of progress that returns its result) to its end.
+
+    Tasks are generators so that one code path serves both uses: a caller that wants the
+    result calls ``finish``, a server streaming progress iterates and may stop early."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value

@@ -6,8 +6,8 @@
   with loss scaling (the seed's fp16 run);
 - **CPU**: bf16 autocast when the cores have native bf16 arithmetic (AVX512-BF16 or AMX on
   x86, the BF16 extension on Arm), else fp32. On the 2-core AVX512-BF16 machine midilm is
-  developed on, a whole mmm-gpt2 training step runs 1.5–1.6× faster in bf16 than in fp32
-  (about 1.8× without dropout, whose CPU attention path bf16 barely speeds up); without
+  developed on, a whole mmm-gpt2 training step runs about 1.8× faster in bf16 than in fp32
+  (1.5× with attention dropout, whose unfused CPU path bf16 barely speeds up); without
   native support bf16 is emulated (usually slower than fp32), so it is not chosen;
 - anything else (Apple MPS): fp32.
 

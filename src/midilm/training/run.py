@@ -264,7 +264,12 @@ def train(
     info = {
         "preset": model_preset.to_dict(),
         "recipe": recipe.to_dict(),
-        "dataset": {"path": str(dataset_dir.resolve()), "digest": digest},
+        # The settings tell a sampler what the model saw (e.g. infill examples or not).
+        "dataset": {
+            "path": str(dataset_dir.resolve()),
+            "digest": digest,
+            "settings": manifest.get("settings", {}),
+        },
     }
     trainer = _trainer(
         model, args, train_set, eval_set, tokenizer, recipe, info, output_dir, callbacks, quiet
