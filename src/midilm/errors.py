@@ -76,7 +76,7 @@ class GenerationRequestError(MidilmError, ValueError):
         super().__init__(message)
         self.field = field
 
-    def __reduce__(self):  # picklable across worker processes, with its field
+    def __reduce__(self) -> tuple[object, tuple[str, str | None]]:  # picklable, with its field
         return (_rebuild_request_error, (str(self), self.field))
 
 

@@ -29,12 +29,16 @@ __all__ = ["GenerationDefaults"]
 @dataclass(frozen=True)
 class GenerationDefaults(FrozenConfig):
     """Sampling defaults. ``temperature=0`` means greedy (always the most likely id);
-    ``top_k=None`` and ``top_p=None`` switch those filters off."""
+    ``top_k=None`` and ``top_p=None`` switch those filters off. ``instruments`` and
+    ``bars`` are what ``generate()`` composes when not told (MMM models; GM names or
+    numbers; empty: one piano)."""
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = 0.95
     max_new_tokens: int = 512
+    instruments: tuple[str, ...] = ()
+    bars: int = 8
 
     def _validate(self) -> None:
         name = type(self).__name__
@@ -46,6 +50,8 @@ class GenerationDefaults(FrozenConfig):
             raise ConfigError(f"{name}.top_p must be in (0, 1] or None, received {self.top_p}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"{name}.max_new_tokens must be ≥ 1, received {self.max_new_tokens}")
+        if self.bars < 1:
+            raise ConfigError(f"{name}.bars must be ≥ 1, received {self.bars}")
 
     def to_generation_config(
         self,

@@ -6,10 +6,13 @@ from __future__ import annotations
 from midilm.sampling.engine import GPT2Engine, KVCache, default_dtype
 from midilm.sampling.loop import Candidate, SamplingError, TokenLoop
 from midilm.sampling.processors import sample_next, top_k_filter, top_p_filter
+from midilm.sampling.tasks import TASKS, GenerationEvent
 
 __all__ = [
+    "TASKS",
     "Candidate",
     "GPT2Engine",
+    "GenerationEvent",
     "KVCache",
     "SamplingError",
     "TokenLoop",

@@ -37,8 +37,9 @@ __all__ = [
     "piece_to_score",
 ]
 
-Steps = Generator[tuple[int, int], None, list[Piece]]
-"""A task in progress: yields ``(bars written, bars to write)`` after each window and
+Steps = Generator[tuple[int, int, list[Piece]], None, list[Piece]]
+"""A task in progress: yields ``(bars written, bars to write, pieces so far)`` after each
+window and
 returns the pieces. Drive it with :func:`~midilm.sampling.script.finish`, or iterate it
 to stream; closing it stops the work after the current window."""
 
@@ -150,7 +151,7 @@ def infill(
         stop = min(start + window, len(piece.bars))
         _infill_window(loop, tok, pieces, group, start, stop, trace)
         done += len({bar for _, bar in group})
-        yield done, len({bar for _, bar in todo})
+        yield done, len({bar for _, bar in todo}), pieces
     return pieces
 
 
@@ -177,7 +178,7 @@ def _write_bars(
         new_from = new_to
     for start, new_from, new_to in spans:
         _sample_window(loop, tok, pieces, targets, densities, start, new_from, new_to, trace)
-        yield new_to - first, stop - first
+        yield new_to - first, stop - first, pieces
     return pieces
 
 

@@ -47,10 +47,10 @@ def continue_remi(
     *,
     n_positions: int,
     trace: list[list[int]] | None = None,
-) -> Generator[tuple[int, int], None, ScoreTick]:
+) -> Generator[tuple[int, int, ScoreTick], None, ScoreTick]:
     """The prompt with ``bars`` new bars of piano after its last bar (in 4/4, as REMI
-    counts bars). Yields ``(bars written, bars)`` as context windows finish; each window's
-    ids are appended to ``trace`` when given."""
+    counts bars). Yields ``(bars written, bars, the score so far)`` as context windows
+    finish; each window's ids are appended to ``trace`` when given."""
     if bars < 1:
         raise ValueError(f"bars must be ≥ 1, received {bars}")
     ids = remi.encode(prompt) if prompt is not None else []
@@ -74,7 +74,8 @@ def continue_remi(
         history += script.spans[0]
         if trace is not None:
             trace.append(context + script.spans[0])
-        yield min(bars, max(0, _bars_in(remi, history) - prompt_bars - 1)), bars
+        written = min(bars, max(0, _bars_in(remi, history) - prompt_bars - 1))
+        yield written, bars, _splice(remi, prompt, history, prompt_bars, written)
     return _splice(remi, prompt, history, prompt_bars, bars)
 
 
