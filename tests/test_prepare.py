@@ -435,18 +435,18 @@ def test_a_file_that_kills_its_worker_is_rejected_and_the_rest_goes_on(
 ):
     import multiprocessing
 
-    from midilm.data import prepare as module
+    from midilm.data import examples, workers
 
     # Forked workers inherit the patched method (forkserver workers would not).
-    monkeypatch.setattr(module, "_mp_context", lambda kind: multiprocessing.get_context("fork"))
-    process = module._ItemProcessor.process
+    monkeypatch.setattr(workers, "_mp_context", lambda kind: multiprocessing.get_context("fork"))
+    process = examples.ItemProcessor.process
 
     def crash_on_one_file(self, item):
         if item.endswith("bad_long.mid"):
             os._exit(3)  # as a segfault in a C library would end the worker
         return process(self, item)
 
-    monkeypatch.setattr(module._ItemProcessor, "process", crash_on_one_file)
+    monkeypatch.setattr(examples.ItemProcessor, "process", crash_on_one_file)
     out = tmp_path / "crash"
     result = prepare([str(corpus)], out, workers=2, **SETTINGS)
     rejected = {Path(r["item"]).name: r for r in read_jsonl(out / "rejected.jsonl")}

@@ -26,7 +26,11 @@ def model(tok) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(preset.gpt2_config(tok.vocab_size, pad_id=tok.pad_id)).eval()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+# Tolerances: fp32 is the same arithmetic; fp16/bf16 round the matrices and their inputs.
+DTYPE_TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_TOLERANCE), ids=str)
 def test_engine_matches_hugging_face_with_a_cache(model, dtype):
     ids = torch.randint(
         0, model.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(1)
@@ -35,7 +39,7 @@ def test_engine_matches_hugging_face_with_a_cache(model, dtype):
         reference = model(ids).logits
     engine = GPT2Engine(model, dtype=dtype)
     cache = engine.new_cache(batch=2, max_len=64)
-    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+    tolerance = DTYPE_TOLERANCE[dtype]
     got = engine.forward(ids[:, :20], cache)  # prefill
     assert torch.allclose(got, reference[:, 19], atol=tolerance)
     got = engine.forward(ids[:, 20:25], cache)  # several new tokens after a past
@@ -44,6 +48,26 @@ def test_engine_matches_hugging_face_with_a_cache(model, dtype):
         got = engine.forward(ids[:, t : t + 1], cache)
         assert torch.allclose(got, reference[:, t], atol=tolerance)
     assert cache.length == 30
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_default_dtypes_match_hugging_face_for_one_row_and_several(model, batch):
+    """One row and several run in different dtypes and kernels by default; both must give
+    the model's logits, and a cache cut down to some rows must go on with them."""
+    ids = torch.randint(
+        0, model.config.vocab_size, (batch, 12), generator=torch.Generator().manual_seed(2)
+    )
+    with torch.no_grad():
+        reference = model(ids).logits
+    engine = GPT2Engine(model)
+    cache = engine.new_cache(batch=batch, max_len=32)
+    engine.forward(ids[:, :8], cache)
+    for t in range(8, 12):
+        got = engine.forward(ids[:, t : t + 1], cache)
+        assert torch.allclose(got, reference[:, t], atol=DTYPE_TOLERANCE[engine.dtype_for(batch)])
+    kept = cache.select(torch.tensor([batch - 1]))
+    assert kept.length == 12 and kept.batch == 1
+    assert torch.equal(kept.keys[:, 0, :, :12], cache.keys[:, batch - 1, :, :12])
 
 
 def test_top_k_and_top_p_keep_what_they_promise():

@@ -26,6 +26,8 @@ __all__ = [
     "load_model",
     "load_score",
     "load_tokenizer",
+    "render_audio",
+    "render_pianoroll",
     "save_midi",
 ]
 
@@ -40,6 +42,7 @@ from midilm.errors import (
 if TYPE_CHECKING:
     from midilm.model.loading import load_model
     from midilm.model.music_model import MusicModel
+    from midilm.render import render_audio, render_pianoroll
     from midilm.score import load_midi, load_score, save_midi
     from midilm.tokenization.base import load_tokenizer
     from midilm.tokenization.mmm import MMMConfig, MMMTokenizer
@@ -56,6 +59,8 @@ _LAZY = {
     "REMITokenizer": "midilm.tokenization.remi",
     "load_model": "midilm.model.loading",
     "MusicModel": "midilm.model.music_model",
+    "render_audio": "midilm.render",
+    "render_pianoroll": "midilm.render",
 }
 
 

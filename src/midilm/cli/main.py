@@ -28,6 +28,9 @@ import click
 
 from midilm import __version__
 from midilm.cli import dataset_info, info, prepare, tokenize
+from midilm.cli import evaluate as evaluate_cmd
+from midilm.cli import render as render_cmd
+from midilm.cli import serve as serve_cmd
 from midilm.cli import train as train_cmd
 from midilm.errors import MidilmError
 
@@ -135,6 +138,10 @@ cli.add_command(tokenize.detokenize)
 cli.add_command(prepare.prepare)
 cli.add_command(dataset_info.dataset_info)
 cli.add_command(train_cmd.train)
+cli.add_command(serve_cmd.serve)
+cli.add_command(evaluate_cmd.evaluate)
+cli.add_command(evaluate_cmd.compare)
+cli.add_command(render_cmd.render)
 
 
 def main(args: Sequence[str] | None = None) -> None:

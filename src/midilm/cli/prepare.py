@@ -131,6 +131,32 @@ def _setting(text: str) -> tuple[str, Any]:
     help="MMM: at most this many masked (track, bar) cells per infilling example.",
 )
 @click.option(
+    "--instrument-augmentation",
+    type=click.Choice(["none", "ensembles"]),
+    default="none",
+    show_default=True,
+    is_flag=False,
+    flag_value="ensembles",
+    help="MMM: give training windows other GM programs that fit each track's pitch range: "
+    "one family for all tracks (choir, strings, organ, brass, woodwinds, piano) or one per "
+    "track. The flag alone means ensembles.",
+)
+@click.option(
+    "--instrument-keep-share",
+    type=click.FloatRange(0, 1),
+    default=0.25,
+    show_default=True,
+    help="With --instrument-augmentation: share of windows keeping their programs.",
+)
+@click.option(
+    "--instrument-mixed-share",
+    type=click.FloatRange(0, 1),
+    default=0.25,
+    show_default=True,
+    help="With --instrument-augmentation: share of the other windows with a family per "
+    "track (the rest: one family for all tracks).",
+)
+@click.option(
     "--vocab-size",
     type=click.IntRange(min=1),
     default=20_000,
@@ -230,6 +256,9 @@ def prepare(
     no_shuffle_tracks: bool,
     infill_share: float,
     infill_bars: int,
+    instrument_augmentation: str,
+    instrument_keep_share: float,
+    instrument_mixed_share: float,
     vocab_size: int,
     max_seq_len: int | None,
     split_ratios: tuple[float, ...],
@@ -259,8 +288,9 @@ def prepare(
 
     MMM: windows of --bars bars every --hop bars, tracks in a seeded random order, a share
     of bar-infilling examples, training pieces transposed over --transpose (drums never);
-    the density bins are fitted on the training split. REMI: BPE learned on the training
-    split, pieces cut at bar lines to --max-seq-len.
+    the density bins are fitted on the training split; --instrument-augmentation gives
+    training windows other instruments that fit their ranges. REMI: BPE learned on the
+    training split, pieces cut at bar lines to --max-seq-len.
 
     A killed run continues where it stopped when the same command is run again, and gives
     the same bytes; a second run with the same inputs does nothing. The result does not
@@ -272,6 +302,13 @@ def prepare(
     the density bins (or BPE) on the whole training split and writes the dataset, byte for
     byte what one machine would have written.
     """
+    from midilm.data.workers import cpu_count, start_fork_server
+
+    if not merge_parts and (workers or cpu_count()) > 1:
+        # The workers' fork server loads numpy, symusic and the tokenizer on another core
+        # while this process loads them too: the pool is ready when the work is.
+        start_fork_server(tokenizer)
+
     from midilm.data.prepare import PrepareConfig
     from midilm.data.prepare import merge as merge_fn
     from midilm.data.prepare import prepare as prepare_fn
@@ -309,6 +346,7 @@ def prepare(
             ("--meter-tokens", meter_tokens),
             ("--bars", bars is not None),
             ("--density-bins", density_bins is not None),
+            ("--instrument-augmentation", instrument_augmentation != "none"),
         ):
             if given:
                 raise click.BadParameter("applies to --tokenizer mmm only", param_hint=flag)
@@ -325,6 +363,9 @@ def prepare(
         shuffle_tracks=not no_shuffle_tracks,
         infill_share=infill_share,
         infill_bars=infill_bars,
+        instrument_augmentation=instrument_augmentation,  # type: ignore[arg-type]
+        instrument_keep_share=instrument_keep_share,
+        instrument_mixed_share=instrument_mixed_share,
         max_seq_len=max_seq_len,
         vocab_size=vocab_size,
         seed=seed,

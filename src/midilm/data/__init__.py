@@ -1,5 +1,6 @@
 """Corpus → training data: sources, preparation, memory-mapped token shards, and the torch
-``Dataset`` over them (imported lazily: preparing data needs no torch).
+``Dataset`` over them. Everything is imported when first used (preparing data needs no
+torch, and ``midilm prepare`` starts its worker processes before it loads numpy).
 
 ``midilm.data.prepare.prepare(sources, output)`` prepares a dataset and
 ``midilm.data.prepare.merge(parts, output)`` joins parts prepared on several machines (the
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from midilm.data.shards import SPLITS, DatasetError, read_manifest, read_split, token_dtype
-
 if TYPE_CHECKING:
     from midilm.data.dataset import TokenCollator, TokenDataset
-    from midilm.data.prepare import PrepareConfig, PrepareResult
+    from midilm.data.prepare_config import PrepareConfig, PrepareResult
+    from midilm.data.shards import SPLITS, DatasetError, read_manifest, read_split, token_dtype
     from midilm.data.sources import SourceError, expand_sources
 
 __all__ = [
@@ -32,10 +32,15 @@ __all__ = [
 ]
 
 _LAZY = {
+    "SPLITS": "midilm.data.shards",
+    "DatasetError": "midilm.data.shards",
+    "read_manifest": "midilm.data.shards",
+    "read_split": "midilm.data.shards",
+    "token_dtype": "midilm.data.shards",
     "TokenDataset": "midilm.data.dataset",
     "TokenCollator": "midilm.data.dataset",
-    "PrepareConfig": "midilm.data.prepare",
-    "PrepareResult": "midilm.data.prepare",
+    "PrepareConfig": "midilm.data.prepare_config",
+    "PrepareResult": "midilm.data.prepare_config",
     "SourceError": "midilm.data.sources",
     "expand_sources": "midilm.data.sources",
 }

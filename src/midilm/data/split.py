@@ -17,8 +17,9 @@ when files are added, and every example made from it (windows, transpositions, i
 examples) lands in that split.
 
 **Generator.** ``numpy.random.default_rng([seed, first 64 bits of the note hash])``: every
-random choice about a piece (track order, infill bars) is the same in whatever process,
-order or machine the piece is prepared, and independent of every other piece.
+random choice about a piece (track order, infill bars; instruments from a stream of its own)
+is the same in whatever process, order or machine the piece is prepared, and independent of
+every other piece.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def split_of(piece_hash: str, ratios: Sequence[float]) -> str:
     return next(n for n, r in zip(_SPLIT_NAMES[::-1], ratios[::-1], strict=True) if r > 0)
 
 
-def piece_rng(seed: int, piece_hash: str) -> np.random.Generator:
-    """The random generator of one piece (see the module doc)."""
-    return np.random.default_rng([seed, int(piece_hash[:16], 16)])
+def piece_rng(seed: int, piece_hash: str, *stream: int) -> np.random.Generator:
+    """The random generator of one piece (see the module doc). ``stream`` (integers ≥ 0)
+    names another, independent generator of the same piece: one per purpose and variant,
+    so that a new kind of choice never shifts the choices already made (turning instrument
+    augmentation on leaves every track order and infill choice as it was)."""
+    return np.random.default_rng([seed, int(piece_hash[:16], 16), *stream])

@@ -10,7 +10,11 @@ everything done, and records made on other machines (``--shard K/N``) can be joi
     part.json          the settings, the sources, this part's K/N, how many items
     items.jsonl        every item of the whole corpus in order: {"item": …, "key": …}
                        (the key is null for items that another part owns)
-    records/ab/<key>.rec
+    records/a/<key>.rec
+
+Records are spread over 16 folders by the first hex digit of their key, so that no folder
+holds more than a sixteenth of a large corpus, while removing the folder stays quick (on
+a file system mounted with ``discard`` each removed folder costs milliseconds).
 
 A record file is ``MAGIC``, the length of a JSON header (8 bytes, little-endian), the
 header, then the raw little-endian arrays the header lists (``"arrays": [[name, dtype,
@@ -39,6 +43,8 @@ from midilm.data.shards import DatasetError
 __all__ = [
     "ITEMS_FILE",
     "PART_FILE",
+    "PART_FORMAT",
+    "PART_FORMAT_VERSION",
     "RECORDS_DIR",
     "Record",
     "item_key",
@@ -51,6 +57,8 @@ __all__ = [
 ]
 
 MAGIC = b"MIDILM-RECORD-1\n"
+PART_FORMAT = "midilm-prepare-part"
+PART_FORMAT_VERSION = 2  # 2: records in 16 folders (1: 256)
 PART_FILE = "part.json"
 ITEMS_FILE = "items.jsonl"
 RECORDS_DIR = "records"
@@ -73,7 +81,7 @@ def item_key(settings_key: str, item: str, fingerprint: str) -> str:
 
 
 def record_path(work: Path, key: str) -> Path:
-    return work / RECORDS_DIR / key[:2] / f"{key}.rec"
+    return work / RECORDS_DIR / key[:1] / f"{key}.rec"
 
 
 def write_record(path: Path, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:

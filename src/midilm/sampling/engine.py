@@ -6,45 +6,87 @@ token that reads the weights once. :class:`GPT2Engine` takes the weights of a tr
 ``GPT2LMHeadModel`` and runs the same computation (pre-norm blocks, GELU-tanh, learned
 positions, tied head) with ``scaled_dot_product_attention`` over a cache of fixed size.
 
+Where the time goes on a CPU (measured with ``benchmarks/generate.py``; the choices below
+follow from it):
+
+- Sampling one token is a matrix-vector product per weight matrix, bound by the bytes of
+  weights read, so the matrices are read in 16 bits. For one row PyTorch's own fp16
+  matrix-vector kernel reads fastest (oneDNN's bf16 one is ~1.3× slower, ``F.linear`` in
+  bf16 ~2×). For several rows (candidates sampled together, a prompt's tokens) fp16 and
+  unpacked bf16 matrix products are slow, so the matrices are bf16 prepacked once into
+  oneDNN's blocked layout (``mkldnn._reorder_linear_weight``), with the MLP's GELU fused:
+  eight rows then cost about 1.1× one.
+- The residual stream, the layer norms, attention and the KV cache stay in float32:
+  PyTorch's CPU attention kernel is 5-10× faster in fp32 than in fp16/bf16 for one query,
+  and the logits match the fp32 model to about the rounding of the 16-bit matrices.
+  Because the cache is fp32, each forward may pick its matrices' dtype by its row count.
+- What is left is a few dozen small tensor operations per layer (~0.6 ms per token at
+  batch 1), kept to one call each: one copy writes a layer's keys and values, no
+  ``arange`` per token, in-place residual adds.
+
 It knows nothing about tokens, grammar or sampling: ids in, last-position logits out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 import torch.nn.functional as F
 
 __all__ = ["GPT2Engine", "KVCache", "default_dtype"]
 
+Linear = Callable[[torch.Tensor], torch.Tensor]
 
-def default_dtype(device: torch.device, batch: int = 1) -> torch.dtype:
-    """The dtype to sample in: bf16 on GPUs that have it, fp16 on other GPUs. On CPU,
-    fp16 for one row (PyTorch's fp16 matrix-vector product reads half the bytes of fp32,
-    and sampling is bound by memory bandwidth) and bf16 for several (its fp16 matrix
-    product is slow; measured by ``benchmarks/generate.py``). Logits are taken in fp32."""
+
+def default_dtype(device: torch.device, rows: int = 1) -> torch.dtype:
+    """The dtype the weight matrices are read in: 16 bits, since sampling is bound by the
+    bytes of weights read. GPUs: bf16 where supported, else fp16. CPUs: fp16 for one row
+    (PyTorch's own fp16 matrix-vector kernel reads fastest); for several rows (a batch of
+    candidates, or a prompt's tokens) bf16 through prepacked oneDNN where the CPU has
+    native bf16 (AVX512-BF16 or AMX), else fp32 (PyTorch's fp16 and unpacked bf16 matrix
+    products are several times slower for several rows)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float16 if batch == 1 else torch.bfloat16
+    if rows == 1 or device.type != "cpu":
+        return torch.float16
+    if _cpu_has_native_bf16() and _packed_linear_works(torch.bfloat16):
+        return torch.bfloat16
+    return torch.float32
 
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer, ``(layers, batch, heads, max_len, head_dim)``;
-    positions ``[0, length)`` are filled."""
+    """Keys and values of every layer side by side, ``kv`` is ``(layers, batch, heads, 2,
+    max_len, head_dim)`` (keys at 0, values at 1, so that one copy writes both); positions
+    ``[0, length)`` are filled. Float32 on CPU (see the module docstring)."""
 
-    keys: torch.Tensor
-    values: torch.Tensor
+    kv: torch.Tensor
     length: int = 0
 
     @property
+    def keys(self) -> torch.Tensor:
+        """``(layers, batch, heads, max_len, head_dim)``, a view."""
+        return self.kv[:, :, :, 0]
+
+    @property
+    def values(self) -> torch.Tensor:
+        """``(layers, batch, heads, max_len, head_dim)``, a view."""
+        return self.kv[:, :, :, 1]
+
+    @property
+    def batch(self) -> int:
+        return self.kv.shape[1]
+
+    @property
     def capacity(self) -> int:
-        return self.keys.shape[3]
+        return self.kv.shape[4]
 
     def select(self, rows: torch.Tensor) -> KVCache:
         """A cache holding only the given batch rows (candidates that go on)."""
-        return KVCache(self.keys[:, rows].clone(), self.values[:, rows].clone(), self.length)
+        return KVCache(self.kv[:, rows].clone(), self.length)
 
     def truncate(self, length: int) -> None:
         """Forget everything after ``length`` tokens (to re-feed a shorter context)."""
@@ -52,7 +94,12 @@ class KVCache:
 
 
 class GPT2Engine:
-    """Inference-only GPT-2 over the weights of a Hugging Face ``GPT2LMHeadModel``."""
+    """Inference-only GPT-2 over the weights of a Hugging Face ``GPT2LMHeadModel``.
+
+    ``dtype`` fixes the dtype of the weight matrices; by default each forward picks it by
+    the number of rows it multiplies (batch × new tokens, :func:`default_dtype`): a prompt
+    of many tokens runs in the dtype made for many rows even when one candidate is sampled.
+    The cache and the residual stream are float32 on CPU, so calls may switch freely."""
 
     def __init__(
         self,
@@ -62,10 +109,16 @@ class GPT2Engine:
         device: str | torch.device | None = None,
     ) -> None:
         config = model.config
+        if getattr(config, "scale_attn_by_inverse_layer_idx", False) or getattr(
+            config, "reorder_and_upcast_attn", False
+        ):
+            raise ValueError("GPT2Engine supports the standard GPT-2 attention only")
+        activation = getattr(config, "activation_function", "gelu_new")
+        if activation not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"GPT2Engine supports GELU-tanh only, received {activation!r}")
         self.device = (
             torch.device(device) if device is not None else next(model.parameters()).device
         )
-        self.dtype = dtype or default_dtype(self.device)  # the dtype of one row
         self.n_layer = config.n_layer
         self.n_head = config.n_head
         self.n_embd = config.n_embd
@@ -73,45 +126,40 @@ class GPT2Engine:
         self.n_positions = config.n_positions
         self.vocab_size = config.vocab_size
         self.eps = config.layer_norm_epsilon
+        # Attention and the cache: fp32 on CPU (its fp32 kernel is the fast one); on a GPU
+        # the matrices' dtype (flash attention wants 16 bits).
+        self._fixed_dtype = dtype
+        self.dtype = self.dtype_for(1)  # the dtype of one row
+        self.cache_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
         self._state = {k: v.detach() for k, v in model.state_dict().items()}
         self._prefix = "transformer." if "transformer.wte.weight" in self._state else ""
         self._weights: dict[torch.dtype, _Weights] = {}
-        if getattr(config, "scale_attn_by_inverse_layer_idx", False) or getattr(
-            config, "reorder_and_upcast_attn", False
-        ):
-            raise ValueError("GPT2Engine supports the standard GPT-2 attention only")
-        self._fixed_dtype = dtype
-        self.weights(self.dtype)
+        for rows in (1, 2):  # converted now, so that no forward pays for it
+            self.weights(self.dtype_for(rows))
 
-    def dtype_for(self, batch: int) -> torch.dtype:
-        return self._fixed_dtype or default_dtype(self.device, batch)
+    def dtype_for(self, rows: int) -> torch.dtype:
+        """The dtype of the weight matrices when a forward multiplies ``rows`` rows."""
+        return self._fixed_dtype or default_dtype(self.device, rows)
 
     def weights(self, dtype: torch.dtype) -> _Weights:
-        """The weights in ``dtype``, converted once (a model is small; both CPU dtypes fit)."""
+        """The weights with matrices in ``dtype``, converted once (a model is small)."""
         if dtype not in self._weights:
-            self._weights[dtype] = _Weights.convert(self._state, self._prefix, self.n_layer,
-                                                    self.device, dtype)  # fmt: skip
+            self._weights[dtype] = _Weights.convert(
+                self._state, self._prefix, self.n_layer, self.device, dtype, self.cache_dtype
+            )
         return self._weights[dtype]
 
     def bytes_per_token(self, dtype: torch.dtype | None = None) -> int:
-        """Bytes of weights read to produce one token at ``dtype`` (default: one row's)."""
-        w = self.weights(dtype or self.dtype)
-        tensors = [w.lm_head, *w.ln_f]
-        for block in w.blocks:
-            for pair in block.values():
-                tensors.extend(pair)
-        embeddings = 2 * self.n_embd * w.wte.element_size()  # one row of wte and of wpe
-        return sum(t.numel() * t.element_size() for t in tensors) + embeddings
+        """Bytes of weights read to produce one token with matrices in ``dtype`` (default:
+        one row's): every matrix, bias and norm once, the head (the tied embedding) once,
+        one row of the token and position embeddings."""
+        return self.weights(dtype or self.dtype).bytes_per_token
 
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
-        """An empty cache for ``batch`` rows, in the dtype sampling ``batch`` rows runs in."""
+        """An empty cache for ``batch`` rows."""
         length = min(max_len or self.n_positions, self.n_positions)
-        shape = (self.n_layer, batch, self.n_head, length, self.head_dim)
-        dtype = self.dtype_for(batch)
-        return KVCache(
-            torch.empty(shape, dtype=dtype, device=self.device),
-            torch.empty(shape, dtype=dtype, device=self.device),
-        )
+        shape = (self.n_layer, batch, self.n_head, 2, length, self.head_dim)
+        return KVCache(torch.empty(shape, dtype=self.cache_dtype, device=self.device))
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -119,75 +167,145 @@ class GPT2Engine:
         position, ``(B, vocab)`` in float32. The cache grows by T."""
         batch, steps = ids.shape
         start = cache.length
-        if start + steps > cache.capacity:
+        end = start + steps
+        if end > cache.capacity:
             raise ValueError(
-                f"context of {start + steps} tokens exceeds the cache ({cache.capacity} positions)"
+                f"context of {end} tokens exceeds the cache ({cache.capacity} positions)"
             )
-        w = self.weights(cache.keys.dtype)
-        positions = torch.arange(start, start + steps, device=self.device)
-        x = w.wte[ids] + w.wpe[positions]  # (B, T, C)
+        w = self.weights(self.dtype_for(batch * steps))
+        dtype, C, H, D, eps = w.dtype, self.n_embd, self.n_head, self.head_dim, self.eps
+        kv = cache.kv if batch == cache.batch else cache.kv[:, :batch]
         mask = None
-        if steps > 1 and start > 0:
-            # Each new position sees the whole past and the new positions up to itself.
-            rows = torch.arange(steps, device=self.device)[:, None]
-            cols = torch.arange(start + steps, device=self.device)[None, :]
-            mask = cols <= rows + start
+        if steps == 1:
+            x = F.embedding(ids, w.wte) + w.wpe[start]  # (B, 1, C) float32: the residual
+        else:
+            x = F.embedding(ids, w.wte) + w.wpe[start:end]
+            if start > 0:
+                # Each new position sees the whole past and the new positions up to itself.
+                rows = torch.arange(steps, device=self.device)[:, None]
+                cols = torch.arange(end, device=self.device)[None, :]
+                mask = cols <= rows + start
+        causal = steps > 1 and start == 0
         for layer, block in enumerate(w.blocks):
-            h = F.layer_norm(x, (self.n_embd,), *block["ln_1"], self.eps)
-            qkv = F.linear(h, *block["qkv"])  # (B, T, 3C)
-            q, k, v = qkv.view(batch, steps, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-            cache.keys[layer, :batch, :, start : start + steps] = k
-            cache.values[layer, :batch, :, start : start + steps] = v
-            keys = cache.keys[layer, :batch, :, : start + steps]
-            values = cache.values[layer, :batch, :, : start + steps]
+            h = F.layer_norm(x, (C,), block.ln_1_w, block.ln_1_b, eps).to(dtype)
+            qkv = block.qkv(h).view(batch, steps, 3, H, D).transpose(1, 3)  # (B, H, 3, T, D)
+            past = kv[layer]  # (B, H, 2, max_len, D)
+            past.narrow(3, start, steps).copy_(qkv.narrow(2, 1, 2))  # keys and values
             attn = F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, is_causal=steps > 1 and start == 0
+                qkv.select(2, 0).to(self.cache_dtype),
+                past.select(2, 0).narrow(2, 0, end),
+                past.select(2, 1).narrow(2, 0, end),
+                attn_mask=mask,
+                is_causal=causal,
             )  # (B, H, T, D)
-            attn = attn.transpose(1, 2).reshape(batch, steps, self.n_embd)
-            x = x + F.linear(attn, *block["proj"])
-            h = F.layer_norm(x, (self.n_embd,), *block["ln_2"], self.eps)
-            x = x + F.linear(F.gelu(F.linear(h, *block["fc"]), approximate="tanh"), *block["out"])
-        cache.length = start + steps
-        last = F.layer_norm(x[:, -1], (self.n_embd,), *w.ln_f, self.eps)
-        return F.linear(last, w.lm_head).float()
+            x += block.proj(attn.transpose(1, 2).reshape(batch, steps, C).to(dtype))
+            h = F.layer_norm(x, (C,), block.ln_2_w, block.ln_2_b, eps).to(dtype)
+            x += block.out(block.fc_gelu(h))
+        cache.length = end
+        last = F.layer_norm(x[:, -1], (C,), w.ln_f_w, w.ln_f_b, eps).to(dtype)
+        return w.lm_head(last).float()
+
+
+@dataclass
+class _Block:
+    ln_1_w: torch.Tensor
+    ln_1_b: torch.Tensor
+    qkv: Linear
+    proj: Linear
+    ln_2_w: torch.Tensor
+    ln_2_b: torch.Tensor
+    fc_gelu: Linear  # the MLP's first matrix with its GELU-tanh
+    out: Linear
 
 
 @dataclass
 class _Weights:
-    """GPT-2's weights in one dtype, laid out for ``F.linear`` (out, in)."""
+    """GPT-2's weights with the matrices in ``dtype`` (as callables, packed where the CPU
+    allows), embeddings and norms in the residual stream's float32."""
 
+    dtype: torch.dtype
     wte: torch.Tensor
     wpe: torch.Tensor
-    blocks: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]
-    ln_f: tuple[torch.Tensor, torch.Tensor]
-    lm_head: torch.Tensor
+    blocks: list[_Block]
+    ln_f_w: torch.Tensor
+    ln_f_b: torch.Tensor
+    lm_head: Linear
+    bytes_per_token: int
 
     @classmethod
     def convert(
         cls, state: dict[str, torch.Tensor], prefix: str, n_layer: int, device: torch.device,
-        dtype: torch.dtype,
+        dtype: torch.dtype, stream_dtype: torch.dtype,
     ) -> _Weights:  # fmt: skip
-        def weight(name: str, transpose: bool = False) -> torch.Tensor:
-            tensor = state[prefix + name]
-            # HF GPT-2 stores linear layers as Conv1D (in, out); F.linear wants (out, in).
-            tensor = tensor.t() if transpose else tensor
-            return tensor.to(device, dtype).contiguous()
+        packed = device.type == "cpu" and _packed_linear_works(dtype)
+        read = 0  # bytes read per token
 
-        def pair(name: str, transpose: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-            return weight(f"{name}.weight", transpose), weight(f"{name}.bias")
+        def vector(name: str) -> torch.Tensor:
+            nonlocal read
+            tensor = state[prefix + name].to(device, stream_dtype).contiguous()
+            read += tensor.numel() * tensor.element_size()
+            return tensor
+
+        def linear(name: str | None, weight: torch.Tensor, gelu: bool = False) -> Linear:
+            nonlocal read
+            # HF GPT-2 stores linear layers as Conv1D (in, out); linear kernels want (out, in).
+            weight = weight.to(device, dtype).contiguous()
+            bias = None if name is None else state[prefix + name + ".bias"].to(device, dtype)
+            read += sum(t.numel() * t.element_size() for t in (weight, bias) if t is not None)
+            if packed:
+                return _packed_linear(weight, bias, gelu)
+            if gelu:
+                return lambda x: F.gelu(F.linear(x, weight, bias), approximate="tanh")
+            return lambda x: F.linear(x, weight, bias)
+
+        def conv1d(name: str, gelu: bool = False) -> Linear:
+            return linear(name, state[prefix + name + ".weight"].t(), gelu)
 
         blocks = [
-            {
-                "ln_1": pair(f"h.{i}.ln_1"),
-                "qkv": pair(f"h.{i}.attn.c_attn", True),
-                "proj": pair(f"h.{i}.attn.c_proj", True),
-                "ln_2": pair(f"h.{i}.ln_2"),
-                "fc": pair(f"h.{i}.mlp.c_fc", True),
-                "out": pair(f"h.{i}.mlp.c_proj", True),
-            }
+            _Block(
+                vector(f"h.{i}.ln_1.weight"), vector(f"h.{i}.ln_1.bias"),
+                conv1d(f"h.{i}.attn.c_attn"), conv1d(f"h.{i}.attn.c_proj"),
+                vector(f"h.{i}.ln_2.weight"), vector(f"h.{i}.ln_2.bias"),
+                conv1d(f"h.{i}.mlp.c_fc", gelu=True), conv1d(f"h.{i}.mlp.c_proj"),
+            )
             for i in range(n_layer)
-        ]
-        wte = weight("wte.weight")
-        head = state.get("lm_head.weight")
-        lm_head = wte if head is None else head.to(device, dtype).contiguous()
-        return cls(wte, weight("wpe.weight"), blocks, pair("ln_f"), lm_head)
+        ]  # fmt: skip
+        ln_f = vector("ln_f.weight"), vector("ln_f.bias")
+        wte = state[prefix + "wte.weight"].to(device, stream_dtype).contiguous()
+        wpe = state[prefix + "wpe.weight"].to(device, stream_dtype).contiguous()
+        read += 2 * wte.shape[1] * wte.element_size()  # one row of each embedding
+        head = state.get("lm_head.weight", state[prefix + "wte.weight"])
+        return cls(dtype, wte, wpe, blocks, *ln_f, linear(None, head), read)
+
+
+def _packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> Linear:
+    """``F.linear`` (and GELU-tanh) through oneDNN with the weight prepacked once."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+    op = torch.ops.mkldnn._linear_pointwise
+    attr, algorithm = ("gelu", "tanh") if gelu else ("none", "")
+    return lambda x: op(x, packed, bias, attr, [], algorithm)
+
+
+@cache
+def _cpu_has_native_bf16() -> bool:
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
+@cache
+def _packed_linear_works(dtype: torch.dtype) -> bool:
+    """Whether this PyTorch's oneDNN packs and runs linear layers in ``dtype`` on this CPU
+    (the ops are internal to PyTorch; any failure means plain ``F.linear``)."""
+    if dtype not in (torch.float32, torch.bfloat16) or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        generator = torch.Generator().manual_seed(0)
+        weight = torch.randn(24, 16, generator=generator).to(dtype)
+        bias = torch.randn(24, generator=generator).to(dtype)
+        x = torch.randn(3, 16, generator=generator).to(dtype)
+        with torch.inference_mode():
+            got = _packed_linear(weight, bias, gelu=True)(x).float()
+        want = F.gelu(F.linear(x.float(), weight.float(), bias.float()), approximate="tanh")
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return got.shape == want.shape and torch.allclose(got, want, atol=0.1, rtol=0.02)
