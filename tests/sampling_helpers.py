@@ -9,6 +9,29 @@ from transformers import GPT2LMHeadModel
 from midilm.model import get_preset
 from midilm.tokenization.mmm import MMMTokenizer
 
+_SHARED: dict[str, object] = {}
+INFILL_TRAINED = {"dataset": {"settings": {"infill_share": 0.5}}}
+
+
+def tiny_mmm(bach_scores) -> tuple[GPT2LMHeadModel, MMMTokenizer]:
+    """The tiny MMM model (every meter) that sampling, CLI and server tests share: trained
+    once per test session on 40 chorales."""
+    if "mmm" not in _SHARED:
+        tok = MMMTokenizer(meter_tokens=True)
+        _SHARED["mmm"] = (train_tiny_mmm([s for _, s in bach_scores[:40]], tok), tok)
+    return _SHARED["mmm"]  # type: ignore[return-value]
+
+
+def tiny_mmm_dir(tmp_path_factory, bach_scores):
+    """:func:`tiny_mmm` saved as a model directory, as if trained with infill examples."""
+    if "mmm_dir" not in _SHARED:
+        from midilm.model.directory import save_model
+
+        model, tok = tiny_mmm(bach_scores)
+        folder = tmp_path_factory.mktemp("models") / "tiny-mmm"
+        _SHARED["mmm_dir"] = save_model(folder, model, tok, info=INFILL_TRAINED)
+    return _SHARED["mmm_dir"]
+
 
 def train_tiny_mmm(scores, tok: MMMTokenizer, steps: int = 150, seed: int = 0) -> GPT2LMHeadModel:
     windows = [w.ids for s in scores for w in tok.windows(s, bars=4, hop=2)]

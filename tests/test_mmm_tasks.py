@@ -20,18 +20,17 @@ from midilm.sampling.mmm_tasks import (
 from midilm.score import bar_grid, quantize
 from midilm.tokenization.mmm import MMMTokenizer
 from midilm.tokenization.mmm_vocab import DRUMS
-from sampling_helpers import train_tiny_mmm
+from sampling_helpers import tiny_mmm
 
 
 @pytest.fixture(scope="module")
-def tok() -> MMMTokenizer:
-    return MMMTokenizer(meter_tokens=True)
+def tok(bach_scores) -> MMMTokenizer:
+    return tiny_mmm(bach_scores)[1]
 
 
 @pytest.fixture(scope="module")
-def engine(bach_scores, tok) -> GPT2Engine:
-    model = train_tiny_mmm([s for _, s in bach_scores[:40]], tok)
-    return GPT2Engine(model, dtype=torch.float32)
+def engine(bach_scores) -> GPT2Engine:
+    return GPT2Engine(tiny_mmm(bach_scores)[0], dtype=torch.float32)
 
 
 def _loop(engine, seed, temperature=1.0):

@@ -5,26 +5,23 @@ real chorales. Outputs are the user's own score with only the new notes added.""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from midilm import MusicModel
 from midilm.errors import GenerationRequestError, InvalidMidiError
 from midilm.score import bar_grid, save_midi
 from midilm.tokenization.mmm import MMMTokenizer
 from midilm.tokenization.remi import REMITokenizer
-from sampling_helpers import train_tiny, train_tiny_mmm
-
-INFILL_TRAINED = {"dataset": {"settings": {"infill_share": 0.5}}}
+from sampling_helpers import INFILL_TRAINED, tiny_mmm, train_tiny
 
 
 @pytest.fixture(scope="module")
-def tok() -> MMMTokenizer:
-    return MMMTokenizer(meter_tokens=True)
+def tok(bach_scores) -> MMMTokenizer:
+    return tiny_mmm(bach_scores)[1]
 
 
 @pytest.fixture(scope="module")
-def model(bach_scores, tok) -> MusicModel:
-    network = train_tiny_mmm([s for _, s in bach_scores[:40]], tok).to(torch.float32)
+def model(bach_scores) -> MusicModel:
+    network, tok = tiny_mmm(bach_scores)
     return MusicModel(network, tok, info=INFILL_TRAINED)
 
 

@@ -29,6 +29,7 @@ import click
 from midilm import __version__
 from midilm.cli import dataset_info, info, prepare, tokenize
 from midilm.cli import evaluate as evaluate_cmd
+from midilm.cli import generate as generate_cmd
 from midilm.cli import render as render_cmd
 from midilm.cli import serve as serve_cmd
 from midilm.cli import train as train_cmd
@@ -138,6 +139,10 @@ cli.add_command(tokenize.detokenize)
 cli.add_command(prepare.prepare)
 cli.add_command(dataset_info.dataset_info)
 cli.add_command(train_cmd.train)
+cli.add_command(generate_cmd.generate)
+cli.add_command(generate_cmd.infill)
+cli.add_command(generate_cmd.add_track)
+cli.add_command(generate_cmd.regenerate_track)
 cli.add_command(serve_cmd.serve)
 cli.add_command(evaluate_cmd.evaluate)
 cli.add_command(evaluate_cmd.compare)
