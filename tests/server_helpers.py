@@ -1,6 +1,6 @@
-"""A real midilm server on loopback for the server tests: a tiny MMM model trained once per
-test session, uvicorn serving ``create_app`` in a thread on a free port, and small HTTP
-helpers. Nothing is mocked: requests cross a real socket into the real app."""
+"""A real midilm server on loopback for the server tests: the tiny MMM model the sampling
+tests share (trained once per session), uvicorn serving ``create_app`` in a thread on a free
+port, and small HTTP helpers. Nothing is mocked: requests cross a real socket into the app."""
 
 from __future__ import annotations
 
@@ -13,21 +13,12 @@ from pathlib import Path
 
 import uvicorn
 
-from midilm.model.directory import save_model
-from midilm.tokenization.mmm import MMMTokenizer
-from sampling_helpers import train_tiny_mmm
-
-_MODEL_DIRS: dict[str, Path] = {}
+from sampling_helpers import tiny_mmm_dir
 
 
 def tiny_model_dir(tmp_path_factory, bach_scores) -> Path:
-    """A tiny MMM model directory (4/4 and other meters), trained once per session."""
-    if "mmm" not in _MODEL_DIRS:
-        tok = MMMTokenizer(meter_tokens=True)
-        model = train_tiny_mmm([s for _, s in bach_scores[:40]], tok)
-        folder = tmp_path_factory.mktemp("server-models") / "tiny"
-        _MODEL_DIRS["mmm"] = save_model(folder, model, tok)
-    return _MODEL_DIRS["mmm"]
+    """The session's shared tiny MMM model directory (every meter, infill-capable)."""
+    return tiny_mmm_dir(tmp_path_factory, bach_scores)
 
 
 class LiveServer:

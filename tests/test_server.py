@@ -114,6 +114,7 @@ def test_models_and_capabilities(server, model):
     for key in ("instruments", "density_bins", "meters", "max_bars", "infill"):
         assert key in info
     assert any(i["name"] == "drums" for i in info["instruments"])
+    assert info["limits"]["max_bars"] == MAX_BARS and info["limits"]["max_upload_bytes"] > 0
 
 
 def test_unknown_model(server):
@@ -298,6 +299,26 @@ def test_add_track_streams_progress_then_the_result(server, piece):
         assert _notes(old) == _notes(new)
 
 
+def test_regenerate_track_keeps_the_others(server, piece):
+    body = {"score": piece, "track": 2, "density": "high", "seed": 3}
+    answer = requests.post(f"{server}/regenerate-track", json=body, headers=JSON, timeout=60)
+    assert answer.status_code == 200, answer.text
+    (score,) = answer.json()["scores"]
+    assert _notes(score["tracks"][0]) == _notes(piece["tracks"][0])
+    assert score["tracks"][1]["program"] == piece["tracks"][1]["program"]
+    body["track"] = 3
+    _error(requests.post(f"{server}/regenerate-track", json=body, timeout=10), 422, "track")
+
+
+def test_model_request_errors_name_their_field(server, piece):
+    """A request the schema lets through but the model refuses: its GenerationRequestError
+    comes back as a 422 with the field."""
+    for density in ([3], 99):
+        body = {"score": piece, "bars": 1, "density": density}
+        answer = requests.post(f"{server}/continue", json=body, timeout=30)
+        assert "density" in _error(answer, 422, "density")["message"]
+
+
 def test_convert_round_trip(server, piece, piece_midi):
     answer = requests.post(
         f"{server}/convert", files={"file": ("a.mid", piece_midi, "audio/midi")}, timeout=30
@@ -308,14 +329,39 @@ def test_convert_round_trip(server, piece, piece_midi):
     assert back["bars"] == piece["bars"]
 
 
-def test_render(server, piece):
-    for fmt, magic in (("wav", b"RIFF"), ("png", b"\x89PNG")):
-        answer = requests.post(f"{server}/render?format={fmt}", json={"score": piece}, timeout=120)
-        if answer.status_code == 503:  # no renderer, synthesizer or soundfont installed
-            assert _error(answer, 503)["error"] == "render_unavailable"
-            continue
-        assert answer.status_code == 200, answer.text
-        assert answer.content.startswith(magic)
+def _can_render() -> bool:
+    from midilm import render
+
+    try:
+        render.find_soundfont()
+    except FileNotFoundError:
+        return False
+    return render.fluidsynth_available()
+
+
+def test_render_wav_and_png(server, piece):
+    if not _can_render():  # no FluidSynth or no soundfont here: a clear 503
+        answer = requests.post(f"{server}/render", json={"score": piece}, timeout=60)
+        assert _error(answer, 503)["error"] == "render_unavailable"
+        return
+    answer = requests.post(f"{server}/render", json={"score": piece}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "audio/wav"
+    assert answer.content[:4] == b"RIFF" and answer.content[8:12] == b"WAVE"
+    answer = requests.post(
+        f"{server}/render?format=png&highlight=2,3&track=1", json={"score": piece}, timeout=120
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "image/png"
+    assert answer.content.startswith(b"\x89PNG")
+
+
+def test_render_refuses_long_scores(server):
+    long_note = {"ticks_per_quarter": 480, "tempos": [{"time": 0, "qpm": 60}],
+                 "tracks": [{"notes": [[0, 480 * 700, 60, 80]]}]}  # fmt: skip
+    answer = requests.post(f"{server}/render", json={"score": long_note}, timeout=30)
+    assert "600 s" in _error(answer, 422, "score")["message"]
+    _error(requests.post(f"{server}/render?format=mp3", json={"score": long_note}), 422, "format")
 
 
 # --------------------------------------------------------------------------- bad input

@@ -16,7 +16,7 @@ import requests
 
 import midilm
 from midilm.server import ServerLimits, create_app
-from server_helpers import serving, tiny_model_dir
+from server_helpers import serving, tiny_model_dir, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,10 @@ def server(tmp_path_factory, bach_scores):
 def browser():
     assert CHROMIUM, "chromium is not installed"
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
+        )
         yield browser
         browser.close()
 
@@ -169,6 +172,45 @@ def test_errors_are_shown_in_the_page(page, server):
     assert "bars" in text and "64" in text and "{" not in text  # a sentence, not raw JSON
     page.click("#error-close")
     assert not error.is_visible()
+
+
+def test_cancel_while_composing(page, server):
+    for _ in range(2):
+        page.select_option("#new-instrument", "drums")
+        page.click("#add-track")
+    page.fill("#bars", "64")
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#progress-text').textContent.includes('bar')")
+    page.click("#cancel")
+    page.wait_for_function("!document.body.dataset.busy")
+    assert page.evaluate("window.midilmStudio.score") is None  # nothing half-written is kept
+    assert not page.locator("#error").is_visible()
+    assert page.locator("#empty").is_visible()
+
+    def cancelled() -> bool:
+        queue = requests.get(f"{server}/health", timeout=10).json()["queue"]
+        return queue["finished"].get("cancelled", 0) >= 1 and queue["running"] == 0
+
+    assert wait_until(cancelled, 30)
+
+
+def test_play_and_stop(page):
+    page.fill("#bars", "2")
+    page.click("#generate")
+    page.wait_for_function("Number(document.querySelector('#roll').dataset.notes) > 0")
+    page.wait_for_function("!document.body.dataset.busy")
+    with page.expect_response(lambda r: "/render" in r.url) as answer:
+        page.click("#play")
+    if answer.value.status == 503:  # no synthesizer or soundfont here: said in the page
+        page.locator("#error").wait_for(state="visible")
+        assert "render" in page.inner_text("#error-text")
+        return
+    assert answer.value.headers["content-type"] == "audio/wav"
+    page.wait_for_function("!document.querySelector('#stop').disabled")
+    page.wait_for_function("document.querySelector('#audio').currentTime > 0")
+    page.click("#stop")
+    assert page.evaluate("document.querySelector('#audio').paused")
+    assert not page.locator("#error").is_visible()
 
 
 def test_open_a_midi_file(page, server, bach_scores, tmp_path):

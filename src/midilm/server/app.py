@@ -47,7 +47,14 @@ from midilm.errors import (
 from midilm.score.gm import parse_instrument
 from midilm.score.meter import bar_grid
 from midilm.server.jobs import Job, JobQueue, QueueFullError
-from midilm.server.limits import MAX_NOTES, MAX_RENDER_SECONDS, MAX_TRACKS, ServerLimits
+from midilm.server.limits import (
+    MAX_BARS,
+    MAX_CANDIDATES,
+    MAX_NOTES,
+    MAX_RENDER_SECONDS,
+    MAX_TRACKS,
+    ServerLimits,
+)
 from midilm.server.schemas import (
     AddTrackParams,
     ContinueParams,
@@ -351,15 +358,22 @@ class ModelRegistry:
         return model_id, self._models[model_id]
 
 
-def _capabilities(model_id: str, model: MusicModel) -> dict[str, Any]:
-    facts: dict[str, Any] = {"id": model_id}
-    capabilities = getattr(model, "capabilities", None)
-    if callable(capabilities):
-        facts.update(capabilities())
-    else:
-        facts.update({"kind": model.kind, "context_tokens": model.context_tokens})
-    facts["parameters"] = model.num_parameters
-    return facts
+def _capabilities(model_id: str, model: MusicModel, limits: ServerLimits) -> dict[str, Any]:
+    """``model.capabilities()`` and what this server accepts per request (``limits``)."""
+    return {
+        "id": model_id,
+        **model.capabilities(),
+        "parameters": model.num_parameters,
+        "limits": {
+            "max_bars": MAX_BARS,
+            "max_candidates": MAX_CANDIDATES,
+            "max_tracks": MAX_TRACKS,
+            "max_notes": MAX_NOTES,
+            "max_render_seconds": MAX_RENDER_SECONDS,
+            "max_upload_bytes": limits.max_upload_bytes,
+            "job_timeout_s": limits.job_timeout_s,
+        },
+    }
 
 
 # --------------------------------------------------------------------------- inputs
@@ -421,6 +435,8 @@ def _check_score(score: ScoreTick) -> None:
             field="score.tracks",
         )
     notes = int(score.note_num())
+    if notes == 0:
+        raise ApiError(422, "invalid_parameter", "score: the score has no notes", field="score")
     if notes > MAX_NOTES:
         raise ApiError(
             422,
@@ -543,7 +559,7 @@ async def _wait_for_disconnect(request: Request) -> None:
             return
 
 
-async def _await_job(job: Job, request: Request, queue: JobQueue) -> Any:
+async def _await_job(job: Job, request: Request) -> Any:
     """The job's result; cancels it when the client disconnects or it overstays."""
     loop = asyncio.get_running_loop()
     events = job.subscribe(loop)
@@ -670,7 +686,7 @@ def create_app(
                 headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            scores = await _await_job(job, request, queue)
+            scores = await _await_job(job, request)
         finally:
             job.release()
         if answer == "json":
@@ -744,7 +760,7 @@ def create_app(
     async def model_info(model_id: str) -> dict[str, Any]:
         """What a model can do: its instruments, density bins, meters, bar limits."""
         model_id, model = registry.get(model_id, field=None)
-        return _capabilities(model_id, model)
+        return _capabilities(model_id, model, limits)
 
     @app.post("/generate", tags=["tasks"], openapi_extra=_body_doc(GenerateParams, score=False))
     async def generate(request: Request) -> Response:
@@ -870,7 +886,7 @@ def create_app(
             ]
         job = queue.submit("render", _render_job(score, params.format, highlight))
         try:
-            data = await _await_job(job, request, queue)
+            data = await _await_job(job, request)
         finally:
             job.release()
         media = "audio/wav" if params.format == "wav" else "image/png"

@@ -139,8 +139,9 @@ class Job:
         return self._finished.wait(timeout_s)
 
     def release(self) -> None:
-        """Drop the result once it was delivered (a kept job keeps only its status)."""
+        """Drop the outcome once it was delivered (a kept job keeps only its status)."""
         self.result = None
+        self.error = None
         self._fn = _nothing
 
     @property

@@ -27,6 +27,7 @@
     undo: [],
     redo: [],
     job: null,            // {id, abort} while a task runs
+    draft: null,          // the score so far while a task runs
     audioUrl: null,
     playing: false,
   };
@@ -96,7 +97,10 @@
           const event = parseEvent(chunk);
           if (!event) continue;
           if (event.type === "job") state.job.id = event.data.job_id;
-          else if (event.type === "progress") showProgress(label, event.data.done, event.data.total);
+          else if (event.type === "progress") {
+            showProgress(label, event.data.done, event.data.total);
+            if (event.data.score) showDraft(event.data.score);
+          }
           else if (event.type === "result") return event.data;
           else if (event.type === "error") throw new ApiError(event.data.message);
         }
@@ -104,8 +108,16 @@
       throw new ApiError("The server closed the stream before the music was finished.");
     } finally {
       state.job = null;
+      state.draft = null;
       hideProgress();
+      drawRoll();
     }
+  }
+
+  // The music written so far, drawn while a task runs (not part of the history).
+  function showDraft(score) {
+    state.draft = score;
+    drawRoll();
   }
 
   function parseEvent(chunk) {
@@ -274,14 +286,23 @@
         }
         state.selection = null;
       }));
-      li.append(swatch, instrument, remove, density);
+      const again = document.createElement("button");
+      again.className = "link again";
+      again.title = `Write track ${index + 1} anew against the others`;
+      again.setAttribute("aria-label", `Regenerate track ${index + 1}`);
+      again.textContent = "↻";
+      again.disabled = !state.score || !!state.job;
+      again.addEventListener("click", () => regenerateTrack(index));
+      li.append(swatch, instrument, remove, density, again);
       list.append(li);
     });
   }
 
   // ------------------------------------------------------------------ the piano roll
+  function shown() { return state.draft || state.score; }
+
   function bars() {
-    const score = state.score;
+    const score = shown();
     if (!score) return [];
     if (score.bars && score.bars.length) return score.bars;
     const length = score.ticks_per_quarter * 4;
@@ -294,7 +315,7 @@
     const grid = bars();
     const scroll = $("roll-scroll");
     const width = Math.max(scroll.clientWidth, grid.length * MIN_BAR);
-    const tracks = state.score ? state.score.tracks.length : 0;
+    const tracks = shown() ? shown().tracks.length : 0;
     const room = scroll.clientHeight - 4 - RULER;
     const lane = tracks ? Math.max(LANE, Math.min(200, Math.floor(room / tracks))) : LANE;
     const height = Math.max(scroll.clientHeight - 4, RULER + tracks * lane);
@@ -314,10 +335,10 @@
     g.setTransform(ratio, 0, 0, ratio, 0, 0);
     g.fillStyle = "#1d2027";
     g.fillRect(0, 0, view.width, view.height);
-    $("empty").classList.toggle("hidden", !!state.score);
+    $("empty").classList.toggle("hidden", !!shown());
     let drawn = 0;
-    if (state.score) {
-      const score = state.score;
+    if (shown()) {
+      const score = shown();
       // lanes
       score.tracks.forEach((track, i) => {
         const top = RULER + i * view.lane;
@@ -525,15 +546,22 @@
     const barsToWrite = [];
     for (let b = sel.from; b <= sel.to; b++) barsToWrite.push(b + 1);
     const payload = { ...sampling(), score: state.score, track: sel.track + 1, bars: barsToWrite };
-    const density = densityValue((state.plan[sel.track] || {}).density || "auto");
-    if (density) payload.density = density;
     accept(await streamTask("/infill", payload, "Rewriting the selection"));
+  });
+
+  const regenerateTrack = (index) => run(async () => {
+    if (!state.score) throw new ApiError("Generate or open a piece first.");
+    const payload = { ...sampling(), score: state.score, track: index + 1 };
+    const density = densityValue((state.plan[index] || {}).density || "auto");
+    if (density) payload.density = density;
+    accept(await streamTask("/regenerate-track", payload, `Rewriting track ${index + 1}`));
   });
 
   async function openFile(file) {
     clearError();
     try {
-      if (file.size > 5 * 1024 * 1024) throw new ApiError(`${file.name} is larger than the 5 MB the server accepts.`);
+      const limit = state.maxUpload || 5 * 1024 * 1024;
+      if (file.size > limit) throw new ApiError(`${file.name} is larger than the ${(limit / 1048576).toFixed(0)} MiB the server accepts.`);
       const form = new FormData();
       form.append("file", file, file.name);
       const response = await api("/convert", { method: "POST", body: form });
@@ -644,6 +672,7 @@
     $("download").disabled = !has;
     $("undo").disabled = busy || !state.undo.length;
     $("redo").disabled = busy || !state.redo.length;
+    for (const button of document.querySelectorAll("#track-list .again")) button.disabled = busy || !has;
   }
 
   async function loadModels() {
@@ -686,7 +715,10 @@
       option.textContent = m;
       meter.append(option);
     }
-    if (info.max_bars) { $("bars").max = info.max_bars; $("continue-bars").max = info.max_bars; }
+    const maxBars = Math.min(info.max_bars || 64, (info.limits || {}).max_bars || 64);
+    $("bars").max = maxBars;
+    $("continue-bars").max = maxBars;
+    state.maxUpload = (info.limits || {}).max_upload_bytes || 5 * 1024 * 1024;
     $("regenerate").title = info.infill === false ? "This model was not trained to infill bars" : "Write the selected bars anew";
     refreshInstrumentControls();
   }
