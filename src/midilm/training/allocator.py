@@ -8,7 +8,9 @@ memory back: 3.7 million faults and 6–8 s of system time in 4 steps of the mmm
 fixing the mmap threshold at glibc's 32 MiB maximum cuts that to 1.1–1.3 million faults and
 3–5 s, and the median step from 3.7–4.0 s to 3.3–3.8 s (a shared machine: noisy).
 
-The cost: the process keeps its peak heap until it exits. So the ``midilm train`` command,
+The cost: the process keeps its peak heap until it exits, and with batch shapes that vary
+(MMM windows padded per batch) the never-trimmed heap fragments and grows by gigabytes. So
+the ``midilm train`` command, for fixed-shape batches (packed or random crops),
 which owns its process, calls :func:`keep_freed_memory`; :func:`midilm.training.train`
 does not, since a library call should not change how its host process uses memory.
 Allocations above 32 MiB still use ``mmap``, so none can fail for want of heap.
