@@ -134,6 +134,8 @@ def test_saved_directory_has_every_file(mmm_dir, mmm):
         "top_k": 40,
         "top_p": None,
         "max_new_tokens": 24,
+        "instruments": [],
+        "bars": 8,
     }
     start = mmm.token_to_id("PIECE_START")
     end = mmm.token_to_id("PIECE_END")

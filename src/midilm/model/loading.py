@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from midilm.errors import ConfigError, TokenizerMismatchError
 from midilm.io_utils import read_json_object
@@ -41,6 +43,9 @@ from midilm.tokenization.base import MIDILM_JSON, TOKENIZER_JSON, read_midilm_js
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PreTrainedModel
+
+    from midilm.sampling.engine import GPT2Engine
 
 __all__ = [
     "BUNDLED_DEFAULT",
@@ -138,28 +143,76 @@ def load_model(
         )
 
     import torch
-    import transformers
-    from transformers import AutoModelForCausalLM
 
     torch_dtype = _torch_dtype(dtype)
-    # Transformers 5 calls it `dtype`, 4.x `torch_dtype`.
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, **{dtype_key: torch_dtype}
-        )
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    model.eval()
+
+    def network() -> PreTrainedModel:
+        import transformers
+        from transformers import AutoModelForCausalLM
+
+        # Transformers 5 calls it `dtype`, 4.x `torch_dtype`.
+        key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, local_files_only=True, **{key: torch_dtype}
+            )
+        model.to(device)
+        return model.eval()
+
+    weights = _find_weights(directory)
+    engine = None
+    if weights.name == "model.safetensors" and config.get("model_type", "gpt2") == "gpt2":
+
+        def engine() -> GPT2Engine:
+            return _engine_from_safetensors(config, weights, device)
+
     info = read_midilm_json(directory)
     return MusicModel(
-        model,
+        network,
         tokenizer,
         info=info,
         generation=_generation_defaults(directory, info),
         directory=directory,
+        weights=engine,
+        config=config,
     )
+
+
+class _StoredGPT2:
+    """What :class:`~midilm.sampling.engine.GPT2Engine` reads of a GPT-2 (its
+    configuration and tensors), straight from ``config.json`` and the safetensors file:
+    sampling then never imports Transformers, which takes seconds to import."""
+
+    _DEFAULTS: ClassVar[dict[str, Any]] = {
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new",
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "n_inner": None,
+    }
+
+    def __init__(self, config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+        self.config = SimpleNamespace(**{**self._DEFAULTS, **config})
+        self._state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+    def parameters(self) -> Iterator[torch.Tensor]:
+        return iter(self._state.values())
+
+
+def _engine_from_safetensors(
+    config: dict[str, Any], weights: Path, device: str | torch.device
+) -> GPT2Engine:
+    from safetensors.torch import load_file
+
+    from midilm.sampling.engine import GPT2Engine
+
+    state = load_file(str(weights), device=str(device))
+    return GPT2Engine(_StoredGPT2(config, state))  # type: ignore[arg-type]
 
 
 def _read_config(directory: Path) -> dict[str, Any]:

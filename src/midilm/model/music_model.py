@@ -8,7 +8,7 @@ defaults, the ``midilm.json`` facts) and knows nothing about files: loading is i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,19 +49,45 @@ class MusicModel:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: PreTrainedModel | Callable[[], PreTrainedModel],
         tokenizer: Tokenizer,
         *,
         info: dict[str, Any] | None = None,
         generation: GenerationDefaults | None = None,
         directory: str | Path | None = None,
+        weights: Callable[[], GPT2Engine] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
-        self.model = model
+        # ``model`` may be a loader: the Hugging Face network is built on first use of
+        # :attr:`model`, while sampling runs on :attr:`engine`, which ``weights`` builds
+        # straight from the weights file (importing Transformers costs seconds).
+        if callable(model) and not hasattr(model, "config"):
+            self._model: PreTrainedModel | None = None
+            self._load_model: Callable[[], PreTrainedModel] | None = model
+        else:
+            self._model, self._load_model = model, None  # type: ignore[assignment]
         self.tokenizer = tokenizer
         self.info: dict[str, Any] = dict(info or {})
         self.generation = generation if generation is not None else GenerationDefaults()
         self.directory = Path(directory) if directory is not None else None
         self._engine: GPT2Engine | None = None
+        self._engine_loader = weights
+        self._config = dict(config) if config is not None else None
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The Hugging Face model (eval mode), loaded on first use."""
+        if self._model is None:
+            assert self._load_model is not None
+            self._model = self._load_model()
+        return self._model
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The network's configuration (``config.json``)."""
+        if self._config is None:
+            self._config = self.model.config.to_dict()
+        return self._config
 
     @property
     def kind(self) -> str:
@@ -70,6 +96,8 @@ class MusicModel:
 
     @property
     def device(self) -> torch.device:
+        if self._model is None:
+            return self.engine.device
         return next(self.model.parameters()).device
 
     @property
@@ -83,8 +111,8 @@ class MusicModel:
     @property
     def context_tokens(self) -> int:
         """The longest sequence the model reads (its position embeddings)."""
-        config = self.model.config
-        return int(getattr(config, "n_positions", None) or config.max_position_embeddings)
+        config = self.config
+        return int(config.get("n_positions") or config["max_position_embeddings"])
 
     @property
     def engine(self) -> GPT2Engine:
@@ -93,12 +121,16 @@ class MusicModel:
         if self._engine is None:
             from midilm.sampling.engine import GPT2Engine
 
-            self._engine = GPT2Engine(self.model)
+            if self._model is None and self._engine_loader is not None:
+                self._engine = self._engine_loader()
+            else:
+                self._engine = GPT2Engine(self.model)
         return self._engine
 
     def refresh(self) -> None:
         """Forget the engine's copy of the weights (after training or editing them)."""
         self._engine = None
+        self._engine_loader = None
 
     @property
     def supports_infill(self) -> bool:
