@@ -8,7 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from music21 import corpus, instrument, meter, note, stream
+from music21 import corpus, instrument, meter, note, repeat, stream
 
 from midilm.errors import InvalidMidiError
 from midilm.score import (
@@ -65,8 +65,12 @@ def test_chorale_keeps_music21_meter_and_tempo(bwv66_6):
 
 def _music21_notes(m21_score, tpq) -> list[list[tuple[int, int, int]]]:
     """(onset, pitch, duration) per part on music21's own timeline (repeats played out, as
-    in MIDI), moved right by the pickup's left padding."""
-    expanded = m21_score.expandRepeats()
+    in MIDI, or once through where music21 cannot play them out), moved right by the pickup's
+    left padding."""
+    try:
+        expanded = m21_score.expandRepeats()
+    except repeat.ExpanderException:
+        expanded = m21_score
     first = expanded.parts[0].getElementsByClass(stream.Measure).first()
     shift = Fraction(first.paddingLeft)
     tracks = []
@@ -76,6 +80,8 @@ def _music21_notes(m21_score, tpq) -> list[list[tuple[int, int, int]]]:
         for measure in part.getElementsByClass(stream.Measure):
             for element in measure.flatten().notes:
                 assert element.measureNumber == measure.number
+                if element.duration.isGrace:
+                    continue  # no time in the score: the importer leaves them out
                 onset = shift + Fraction(part.elementOffset(measure)) + Fraction(element.offset)
                 length = Fraction(element.quarterLength)
                 notes += [(int(onset * tpq), p.midi, int(length * tpq)) for p in element.pitches]
@@ -137,6 +143,76 @@ def test_pickup_is_shifted_onto_the_bar_grid(bwv66_6):
     assert [(m.time, m.numerator) for m in bwv66_6.time_signatures] == [(0, 4)]
 
 
+# String quartet movements with grace notes (30 in haydn/opus74no1/movement3), which music21
+# writes as zero-length MIDI notes that once left a note-on open and stretched every later
+# note of that pitch over many bars; repeats are played out as in the chorales.
+QUARTETS = ["haydn/opus74no1/movement3", "haydn/opus1no1/movement2", "mozart/k458/movement2"]
+
+
+@pytest.mark.parametrize("work", QUARTETS)
+def test_quartet_notes_sit_where_music21_puts_them(work):
+    m21 = corpus.parse(work)
+    assert any(n.duration.isGrace for n in m21.recurse().notes)
+    score = import_music21(f"music21:{work}")
+    assert _onsets(score) == _music21_notes(m21, score.ticks_per_quarter)
+
+
+@pytest.mark.parametrize("work", QUARTETS)
+def test_quartet_notes_are_no_longer_than_music21_says(work):
+    """No note lasts over two bars unless music21's own tied-through note does."""
+    m21 = corpus.parse(work)
+    score = import_music21(f"music21:{work}")
+    tpq = score.ticks_per_quarter
+    two_bars = max(8 * tpq * m.numerator // m.denominator for m in score.time_signatures)
+    for track, m21_part in zip(score.tracks, m21.parts, strict=True):
+        longest = max(
+            n.quarterLength for n in m21_part.stripTies(matchByPitch=True).flatten().notes
+        )
+        limit = max(two_bars, int(Fraction(longest) * tpq))
+        assert max(n.duration for n in track.notes) <= limit, track.name
+
+
+def test_grace_notes_are_dropped_and_leave_later_notes_alone():
+    part = stream.Part()
+    part.partName = "Violin"
+    measure = stream.Measure(number=1)
+    measure.append(meter.TimeSignature("4/4"))
+    measure.append(note.Note(60, quarterLength=1))
+    measure.append(note.Note(67).getGrace())
+    measure.append(note.Note(65, quarterLength=1))
+    measure.append(note.Note(67, quarterLength=1))
+    measure.append(note.Note(67, quarterLength=1))
+    part.append(measure)
+    score = stream_to_score(part, "<test>")
+    tpq = score.ticks_per_quarter
+    assert [(n.time // tpq, n.pitch, n.duration // tpq) for n in score.tracks[0].notes] == [
+        (0, 60, 1),
+        (1, 65, 1),
+        (2, 67, 1),
+        (3, 67, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("work", "instrument_class"),
+    [
+        ("haydn/opus74no1/movement1", instrument.Piano),  # a piano sound on each string part
+        ("mozart/k155/movement3", instrument.StringInstrument),  # "String Ensemble 1"
+    ],
+)
+def test_string_parts_with_a_generic_sound_get_string_programs(work, instrument_class):
+    m21 = corpus.parse(work)
+    assert all(type(p.getInstrument()) is instrument_class for p in m21.parts)
+    # the opening bars are enough: programs come from the parts' instruments and names
+    score = stream_to_score(m21.measures(1, 4), work)
+    programs = {"violin": 40, "viola": 41, "cello": 42}
+    expected = [
+        next(program for key, program in programs.items() if key in p.partName.lower())
+        for p in m21.parts
+    ]
+    assert [t.program for t in score.tracks] == expected == [40, 40, 41, 42]
+
+
 def test_meter_change_lands_on_a_bar_line():
     score = import_music21("music21:bach/bwv362")
     bars = bar_grid(score)
@@ -177,6 +253,10 @@ def test_programs_follow_instrument_then_part_name():
         _part("Flute 1"),
         _part("Organo", instrument.Organ()),
         _part("Melody", oboe_named_flute),
+        _part("Violin 2", instrument.Piano()),  # piano: the default sound; the name wins
+        _part("Cello", instrument.StringInstrument()),  # a family class: the name wins
+        _part("Piano", instrument.Piano()),
+        _part("Soprano", instrument.Harpsichord()),  # a specific instrument wins
         _part("Kazoo"),
         _part(None),
     ]:
@@ -191,8 +271,12 @@ def test_programs_follow_instrument_then_part_name():
         ("Flute 1", 73),
         ("Organo", instrument.Organ().midiProgram),
         ("Melody", 68),
+        ("Violin 2", 40),
+        ("Cello", 42),
+        ("Piano", 0),
+        ("Soprano", instrument.Harpsichord().midiProgram),
         ("Kazoo", 0),
-        ("Part 10", 0),
+        ("Part 14", 0),
     ]
     assert not any(t.is_drum for t in converted.tracks)
 

@@ -6,7 +6,15 @@ symusic, then tidied so that the result is a score midilm can use directly:
 
 - one track per part, named after the part; tracks without notes are dropped;
 - a General MIDI program per part: the part's instrument ``midiProgram`` when music21 knows
-  one, else a guess from the part or instrument name (voices → Choir Aahs, violin → 40, …);
+  one, else a guess from the part or instrument name (voices → Choir Aahs, violin → 40, …).
+  A generic sound on a part whose own name is more precise ("Violin 1", "Violoncello")
+  yields to the name: the piano (program 0) that notation programs give a part by default
+  (haydn/opus74no1/movement1 has it on all four string parts) and music21's family
+  classes such as ``StringInstrument`` (haydn/opus1no1 asks for "String Ensemble 1");
+- grace notes are dropped: they take no time in the score, and music21 writes them as
+  zero-length MIDI notes whose note-off precedes their note-on, which left the note-on
+  open and paired every later note of that pitch with the wrong note-off (bars-long notes
+  in the string quartets);
 - a pickup (anacrusis) is shifted right so that downbeats fall on the bar grid that starts
   at tick 0 (:func:`midilm.score.meter.bar_grid`); the opening tempo, meter and key stay
   at tick 0;
@@ -66,7 +74,7 @@ MUSIC21_PREFIX = "music21:"
 MUSIC21_SUFFIXES = (".mxl", ".musicxml", ".xml", ".krn", ".abc")
 
 # Bump when the conversion changes what it writes, so that no cache serves old results.
-CONVERSION_REVISION = 2
+CONVERSION_REVISION = 3
 
 _X_FIELD = re.compile(rb"^X:\s*(\d+)", re.MULTILINE)
 
@@ -370,13 +378,17 @@ def parse_score_file(path: str | Path, *, name: str | None = None) -> ScoreTick:
 
 
 def stream_to_score(m21_stream: Any, source: str) -> ScoreTick:
-    """Convert a parsed music21 stream (a Score, a Part, …) to a symusic score."""
+    """Convert a parsed music21 stream (a Score, a Part, …) to a symusic score.
+
+    The stream is changed in place (grace notes removed, shared meter / key / tempo objects
+    copied, unplayable repeat marks removed): pass a copy to keep the original."""
     from music21 import midi as m21midi
     from music21 import repeat
     from music21.midi.translate import music21ObjectToMidiFile
 
     parts = _parts_of(m21_stream)
     try:
+        _drop_grace_notes(m21_stream)
         _unshare_conductor_objects(m21_stream)
         try:
             midi_file = music21ObjectToMidiFile(m21_stream)
@@ -440,6 +452,27 @@ def _remove_repeat_marks(m21_stream: Any) -> None:
         mark.activeSite.remove(mark)
     for bracket in list(m21_stream.recurse().getElementsByClass(spanner.RepeatBracket)):
         bracket.activeSite.remove(bracket)
+
+
+def _drop_grace_notes(m21_stream: Any) -> None:
+    """Remove grace notes (and grace chords) from the stream.
+
+    They have no duration, so music21's MIDI writer puts their note-on and note-off at the
+    same tick and sorts the note-off first; a MIDI reader then pairs the dangling note-on
+    with the next note-off of that pitch, and every later note of that pitch with the
+    wrong note-off. Their time would have to be taken from a neighbour, which the score
+    does not say how, so midilm leaves them out.
+    """
+    from music21 import note
+
+    graces = [
+        (container, element)
+        for container in m21_stream.recurse(streamsOnly=True, includeSelf=True)
+        for element in container.getElementsByClass(note.GeneralNote)
+        if element.duration.isGrace
+    ]
+    for container, element in graces:
+        container.remove(element)
 
 
 def _unshare_conductor_objects(m21_stream: Any) -> None:
@@ -509,16 +542,34 @@ def _part_identity(part: Any, index: int, fallback_name: str) -> tuple[str, int,
     is_drum = isinstance(inst, m21instrument.UnpitchedPercussion)
     program = inst.midiProgram if inst is not None else None
     if program is None or not 0 <= int(program) <= 127:
-        program = _program_for_names(names)
+        program = _program_for_names(names) or 0
+    elif int(program) == 0 or type(inst) in _generic_instruments():
+        # A part named "Violin 1" that sounds as a piano (the default of notation programs)
+        # or as a "String Ensemble" was most likely never given a sound of its own: the
+        # part's names (not the instrument's, "Acoustic Grand Piano") are the better guide.
+        program = _program_for_names(names[:2]) or program
     return name, int(program), is_drum
 
 
-def _program_for_names(names: list[str]) -> int:
+def _generic_instruments() -> tuple[type, ...]:
+    from music21 import instrument
+
+    return (
+        instrument.Instrument,
+        instrument.StringInstrument,
+        instrument.WoodwindInstrument,
+        instrument.BrassInstrument,
+        instrument.KeyboardInstrument,
+    )
+
+
+def _program_for_names(names: list[str]) -> int | None:
+    """The GM program the first matching name key gives, or None when no key matches."""
     text = " ".join(names).lower()
     for keys, program in _PROGRAM_BY_NAME:
         if any(key in text for key in keys):
             return program
-    return 0
+    return None
 
 
 def _measure_layout(
