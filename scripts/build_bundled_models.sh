@@ -30,8 +30,9 @@ if [ "$STAGE" = all ] || [ "$STAGE" = mmm ]; then
         --bars 4 --hop 2 --transpose -5:6 --infill-share 0.25 \
         --instrument-augmentation ensembles --seed 444 --no-progress
     train "$BUILD/data-mmm" "$BUILD/mmm" --preset small --seq-len 1024 \
-        --max-steps 1200 --batch-size 32 --lr 5e-4 --set warmup_ratio=0.05 \
-        --set scheduler=cosine --eval-every 100 --save-every 100 --keep-checkpoints 2 -q \
+        --max-steps 700 --batch-size 32 --lr 1e-3 --set warmup_ratio=0.05 \
+        --set scheduler=cosine --set log_every=10 --eval-every 100 --save-every 50 \
+        --keep-checkpoints 2 -q \
         2>&1 | tee -a "$BUILD/train-mmm.log"
     midilm evaluate "$BUILD/mmm" "$BUILD/data-mmm" --samples 100 -o "$BUILD/mmm-report"
     python scripts/package_bundled_model.py "$BUILD/mmm" default \
@@ -47,7 +48,8 @@ if [ "$STAGE" = all ] || [ "$STAGE" = remi ]; then
         --seed 444 --no-progress
     train "$BUILD/data-remi" "$BUILD/remi" --preset small --seq-len 512 \
         --max-steps 800 --batch-size 32 --lr 5e-4 --set warmup_ratio=0.05 \
-        --set scheduler=cosine --eval-every 100 --save-every 100 --keep-checkpoints 2 -q \
+        --set scheduler=cosine --set log_every=10 --eval-every 100 --save-every 50 \
+        --keep-checkpoints 2 -q \
         2>&1 | tee -a "$BUILD/train-remi.log"
     midilm evaluate "$BUILD/remi" "$BUILD/data-remi" --samples 20 -o "$BUILD/remi-report"
     python scripts/package_bundled_model.py "$BUILD/remi" remi \

@@ -19,6 +19,25 @@ def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
 
 
+def test_the_main_job_runs(tmp_path):
+    """The first set-up command ends with the main job: compose with the bundled model."""
+    main_job = _blocks("sh")[0].strip().split(" && ")[-1]
+    args = shlex.split(main_job)
+    assert args[:2] == ["midilm", "generate"], main_job
+    midilm = Path(sys.executable).with_name("midilm")
+    result = subprocess.run(
+        [str(midilm), *args[1:]], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    from midilm.score import load_midi
+
+    song = load_midi(tmp_path / "song.mid")
+    assert len(song.tracks) == 4 and all(len(t.notes) for t in song.tracks)
+    bar = 4 * song.ticks_per_quarter  # the default piece is in 4/4
+    assert 6 * bar < max(n.end for t in song.tracks for n in t.notes) <= 8 * bar
+    assert (tmp_path / "song.wav").stat().st_size > 44 and (tmp_path / "song.png").is_file()
+
+
 @pytest.mark.slow
 def test_cli_examples_run(tmp_path):
     (block,) = _blocks("bash")
@@ -35,6 +54,8 @@ def test_cli_examples_run(tmp_path):
         assert result.returncode == 0, (command, result.stderr)
     assert (tmp_path / "bwv66.mid").is_file()
     assert (tmp_path / "bach-model" / "model.safetensors").is_file()
+    assert (tmp_path / "bach-report" / "report.json").is_file()
+    assert (tmp_path / "filled.mid").is_file() and (tmp_path / "quartet.mid").is_file()
 
 
 @pytest.mark.slow
