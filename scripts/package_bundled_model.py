@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,15 @@ def _training_curve(model_dir: Path, output: Path) -> bool:
 
 
 def _demote_headings(markdown: str) -> str:
-    return "\n".join("##" + line if line.startswith("#") else line
-                     for line in markdown.splitlines())  # fmt: skip
+    """The report as a card section: headings one level down, without its plots (they stay
+    in the report folder) and without the build machine's paths."""
+    lines = []
+    for line in markdown.splitlines():
+        if line.startswith("![") or line.strip() == "## Plots":
+            continue
+        text = re.sub(r"`/[^`]*/([^/`]+)`", r"`\1`", line)
+        lines.append("##" + text if text.startswith("#") else text)
+    return "\n".join(lines).rstrip("\n")
 
 
 if __name__ == "__main__":

@@ -301,13 +301,17 @@ def test_load_remi_model(remi_dir, remi, chorales):
 
 
 def test_bundled_models(tmp_path, monkeypatch, mmm, mmm_model):
-    with pytest.raises(FileNotFoundError, match="no bundled model 'default' is installed"):
-        load_model()
+    shipped = load_model()  # the default model ships inside the package
+    assert shipped.kind == "mmm" and shipped.supports_infill
+    assert shipped.directory == loading_module.bundled_model_dir()
+    assert len(shipped.generation.instruments) == 4 and shipped.generation.bars == 8
     with pytest.raises(FileNotFoundError, match="no bundled model 'chorales'"):
         load_model("bundled:chorales")
     with pytest.raises(ValueError, match="bundled model names"):
         load_model("bundled:../etc")
     monkeypatch.setattr(loading_module, "_bundled_root", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match="no bundled model 'default' is installed"):
+        load_model()
     save_model(tmp_path / "default", mmm_model, mmm)
     assert load_model().directory == tmp_path / "default"
     assert load_model("bundled:default").kind == "mmm"
