@@ -1,18 +1,26 @@
 """Sampling speed of midilm's token loop beside Hugging Face ``generate``, in one run.
 
-    python benchmarks/generate.py [--tokens 256] [--repeats 3]
+    python benchmarks/generate.py [--tokens 256] [--repeats 5] [--threads N]
 
 Model: the ``mmm-gpt2`` preset shape with random weights (speed does not depend on them),
-on the MMM vocabulary. Figures (the last line is a JSON object with all of them):
+on the MMM vocabulary, top-k 50, with PyTorch's default thread count unless ``--threads``
+says otherwise. Figures (the last line is a JSON object with all of them):
 
 - batch-1 tokens/s: midilm (grammar mask on, at its sampling dtype) vs ``model.generate``
   (``use_cache=True``, fp32, the same temperature / top-k) → ``speedup_vs_hf_generate``;
-- the memory-bandwidth bound: this machine's measured read bandwidth ÷ the bytes of weights
-  read per token at the dtype used → ``fraction_of_bandwidth_bound``;
+- the memory-bandwidth bound: this machine's read bandwidth (the best of several sums of a
+  512 MiB fp32 buffer, far beyond the caches; fp32 because PyTorch's 16-bit sums are bound
+  by conversion, not memory) ÷ the bytes of weights one token reads at the dtype used
+  (every matrix, bias and norm once, the tied head once, an embedding row) →
+  ``fraction_of_bandwidth_bound``; the engine's forward alone (batch 1 and 8, no sampling
+  and no grammar) is shown beside it, to tell the model's time from the loop's;
 - the grammar mask's cost: tokens/s lost with the mask on → ``grammar_cost``;
 - batch 8 over batch 1, total tokens/s → ``batch8_over_batch1``;
 - seconds to compose 8 bars × 4 tracks with the ``small`` preset, trained for a minute on
   chorales first so that its bars have realistic lengths → ``compose_8x4_seconds``.
+
+Other work on the machine moves every figure: the runs are interleaved round by round, each
+figure is the best round, and ``noise`` gives each one's spread, (best − worst) / best.
 """
 
 from __future__ import annotations
@@ -36,22 +44,33 @@ from transformers import GPT2LMHeadModel  # noqa: E402
 from midilm.model import get_preset  # noqa: E402
 from midilm.sampling import GPT2Engine, TokenLoop  # noqa: E402
 from midilm.sampling.mmm_tasks import TrackRequest, compose  # noqa: E402
+from midilm.sampling.script import finish  # noqa: E402
 from midilm.tokenization.mmm import MMMTokenizer  # noqa: E402
 
 
-def read_bandwidth_gbs() -> float:
-    """Bytes per second of summing a 512 MiB buffer (reads only), best of five."""
-    buffer = torch.ones(512 * 2**20 // 4, dtype=torch.float32)
+def read_bandwidth_gbs(buffer: torch.Tensor) -> float:
+    """Bytes per second of summing a buffer far larger than the caches (reads only), best
+    of five."""
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
         buffer.sum()
         best = min(best, time.perf_counter() - start)
-    return buffer.numel() * 4 / best / 1e9
+    return buffer.numel() * buffer.element_size() / best / 1e9
+
+
+def forward_tokens_per_s(engine: GPT2Engine, tokens: int, batch: int = 1) -> float:
+    """The engine's forward alone, each row fed its own argmax: the loop's floor."""
+    cache = engine.new_cache(batch)
+    last = torch.zeros(batch, 1, dtype=torch.long)
+    start = time.perf_counter()
+    for _ in range(tokens):
+        last = engine.forward(last, cache).argmax(-1, keepdim=True)
+    return batch * tokens / (time.perf_counter() - start)
 
 
 def midilm_tokens_per_s(
-    engine, tok, tokens: int, batch: int, grammar: bool, seed: int = 0
+    engine: GPT2Engine, tok: MMMTokenizer, tokens: int, batch: int, grammar: bool, seed: int = 0
 ) -> float:
     """Free sampling inside one bar-less stream: the mask is the MMM grammar's."""
     loop = TokenLoop(
@@ -113,9 +132,14 @@ def trained_small(tok: MMMTokenizer, seconds: float) -> GPT2LMHeadModel:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     tok = MMMTokenizer(meter_tokens=True)
     torch.manual_seed(0)
@@ -124,45 +148,77 @@ def main() -> None:
     ).eval()
     engine = GPT2Engine(model)
     params = sum(p.numel() for p in model.parameters())
-    best = lambda f: max(f() for _ in range(args.repeats))  # noqa: E731
-
-    ours = best(lambda: midilm_tokens_per_s(engine, tok, args.tokens, 1, True))
-    hf = best(lambda: hf_tokens_per_s(model, tok, args.tokens))
-    no_grammar = best(lambda: midilm_tokens_per_s(engine, tok, args.tokens, 1, False))
-    batch8 = best(lambda: midilm_tokens_per_s(engine, tok, args.tokens, 8, True))
-    bandwidth = read_bandwidth_gbs()
-    bound = bandwidth * 1e9 / engine.bytes_per_token()
+    buffer = torch.ones(512 * 2**20 // 4, dtype=torch.float32)
+    runs = {
+        "read_bandwidth_gbs": lambda: read_bandwidth_gbs(buffer),
+        "tokens_per_s_batch1": lambda: midilm_tokens_per_s(engine, tok, args.tokens, 1, True),
+        "hf_generate_tokens_per_s": lambda: hf_tokens_per_s(model, tok, args.tokens),
+        "tokens_per_s_batch1_no_grammar": lambda: midilm_tokens_per_s(
+            engine, tok, args.tokens, 1, False
+        ),
+        "batch8_tokens_per_s": lambda: midilm_tokens_per_s(engine, tok, args.tokens, 8, True),
+        "forward_tokens_per_s": lambda: forward_tokens_per_s(engine, args.tokens),
+        "forward_tokens_per_s_batch8": lambda: forward_tokens_per_s(engine, args.tokens, 8),
+    }
+    rounds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):  # interleaved, so that a busy spell hits every figure
+        for name, run in runs.items():
+            rounds[name].append(run())
+    best = {name: max(values) for name, values in rounds.items()}
+    noise = {name: round(1 - min(v) / max(v), 2) for name, v in rounds.items()}
+    ours, hf, bandwidth = (
+        best["tokens_per_s_batch1"], best["hf_generate_tokens_per_s"], best["read_bandwidth_gbs"]
+    )  # fmt: skip
+    no_grammar, batch8 = best["tokens_per_s_batch1_no_grammar"], best["batch8_tokens_per_s"]
+    weight_bytes = engine.bytes_per_token(engine.dtype_for(1))
+    bound = bandwidth * 1e9 / weight_bytes
 
     small = trained_small(tok, args.train_seconds)
     small_loop = TokenLoop(GPT2Engine(small), generator=torch.Generator().manual_seed(0))
     requests = [TrackRequest(p) for p in (52, 52, 52, 52)]
-    compose(small_loop, tok, requests, bars=4)  # warm-up
+    finish(compose(small_loop, tok, requests, bars=4))  # warm-up
     start = time.perf_counter()
-    compose(small_loop, tok, requests, bars=8)
+    (piece,) = finish(compose(small_loop, tok, requests, bars=8))
     compose_seconds = time.perf_counter() - start
 
-    print(f"model: mmm-gpt2 shape, {params / 1e6:.1f}M parameters, one row samples in "
-          f"{engine.dtype_for(1)}, eight in {engine.dtype_for(8)}")  # fmt: skip
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    flags = [f for f in ("avx512_bf16", "avx512_fp16", "amx_bf16") if capabilities.get(f)]
+    cpu = f"{capabilities.get('cpu_name', '?')} ({', '.join(flags) or 'no bf16/fp16'})"
+    print(f"model: mmm-gpt2 shape, {params / 1e6:.1f}M parameters; one row samples in "
+          f"{engine.dtype_for(1)}, eight in {engine.dtype_for(8)}; {torch.get_num_threads()} "
+          f"threads; CPU {cpu}")  # fmt: skip
     print(f"batch 1, grammar on:   {ours:8.1f} tokens/s   (HF generate fp32: {hf:.1f})")
     print(f"batch 1, grammar off:  {no_grammar:8.1f} tokens/s")
+    print(f"forward alone:         {best['forward_tokens_per_s']:8.1f} tokens/s, batch 8 "
+          f"{best['forward_tokens_per_s_batch8']:.1f} in all")  # fmt: skip
     print(f"batch 8, grammar on:   {batch8:8.1f} tokens/s in all")
     print(f"memory read bandwidth: {bandwidth:8.1f} GB/s; weights per token "
-          f"{engine.bytes_per_token() / 1e6:.1f} MB → bound {bound:.0f} tokens/s")  # fmt: skip
-    print(f"compose 8 bars × 4 tracks (small preset): {compose_seconds:.2f} s")
+          f"{weight_bytes / 1e6:.1f} MB → bound {bound:.0f} tokens/s")  # fmt: skip
+    notes = sum(len(track.pitch) for track in piece.tracks)
+    print(f"compose 8 bars × 4 tracks (small preset): {compose_seconds:.2f} s, {notes} notes")
+    print(f"noise over {args.repeats} rounds, (best − worst) / best: {noise}")
     print(json.dumps({
         "tokens_per_s_batch1": round(ours, 1),
         "hf_generate_tokens_per_s": round(hf, 1),
         "speedup_vs_hf_generate": round(ours / hf, 2),
         "read_bandwidth_gbs": round(bandwidth, 1),
-        "weight_bytes_per_token": engine.bytes_per_token(),
+        "weight_bytes_per_token": weight_bytes,
         "bandwidth_bound_tokens_per_s": round(bound, 1),
         "fraction_of_bandwidth_bound": round(ours / bound, 3),
+        "forward_tokens_per_s": round(best["forward_tokens_per_s"], 1),
+        "forward_fraction_of_bandwidth_bound": round(best["forward_tokens_per_s"] / bound, 3),
+        "forward_tokens_per_s_batch8": round(best["forward_tokens_per_s_batch8"], 1),
+        "tokens_per_s_batch1_no_grammar": round(no_grammar, 1),
         "grammar_cost": round(1 - ours / no_grammar, 3),
         "batch8_tokens_per_s": round(batch8, 1),
         "batch8_over_batch1": round(batch8 / ours, 2),
         "compose_8x4_seconds": round(compose_seconds, 2),
+        "compose_8x4_notes": notes,
         "sampling_dtype_batch1": str(engine.dtype_for(1)).removeprefix("torch."),
         "sampling_dtype_batch8": str(engine.dtype_for(8)).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "noise": noise,
     }))  # fmt: skip
 
 

@@ -24,7 +24,10 @@ to be idle, runs the configurations in turn ``--repeats`` times, and keeps each 
 time. Targets: ``speedup_2_workers`` ≥ 1.8 (best 1-worker time over best 2-worker time);
 ``peak_memory_ratio_doubled_corpus`` ≤ 1.2. How noisy the machine was shows in
 ``speedup_2_workers_per_repeat`` (each repeat's 1-worker time over the 2-worker time that
-ran right after it). The last line is a JSON object with every figure.
+ran right after it) beside ``others_cpu_share_per_repeat`` (the share of the machine's CPU
+time other processes took during the pair, from /proc/stat less the run's own CPU time);
+``speedup_2_workers_quietest_repeat`` is the pair the others disturbed least. The last line
+is a JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -127,18 +130,27 @@ while True:
         os.waitpid(-1, 0)
     except ChildProcessError:
         break
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime, file=sys.stderr)
 sys.exit(code)
 """
 
 
-def measure(command: list[str]) -> tuple[float, float, float]:
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes of the machine have used since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(command: list[str]) -> tuple[float, float, float, float]:
     """(wall seconds, peak summed RSS of the run's processes in MiB, largest ru_maxrss of
-    any one of them in MiB)."""
+    any one of them in MiB, share of the machine's CPU time that other processes used
+    meanwhile: 0 on a quiet machine, 0.5 when others kept one of two cores busy)."""
     try:
         import psutil
     except ImportError:  # the summed RSS is then unknown
         psutil = None
+    busy, own = busy_cpu_seconds(), time.process_time()
     start = time.perf_counter()
     wrapper = subprocess.Popen(
         [sys.executable, "-c", MEASURE, *command], stderr=subprocess.PIPE, text=True
@@ -157,8 +169,11 @@ def measure(command: list[str]) -> tuple[float, float, float]:
     wall = time.perf_counter() - start
     if wrapper.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{err[-2000:]}")
-    single = int(err.strip().splitlines()[-1]) / 1024  # KiB on Linux
-    return wall, peak / 2**20 if peak else single, single
+    maxrss, run_cpu = err.strip().splitlines()[-1].split()
+    ours = float(run_cpu) + time.process_time() - own  # the run, and this script's sampling
+    others = max(0.0, busy_cpu_seconds() - busy - ours) / (wall * len(os.sched_getaffinity(0)))
+    single = int(maxrss) / 1024  # KiB on Linux
+    return wall, peak / 2**20 if peak else single, single, others
 
 
 def main() -> None:
@@ -187,7 +202,7 @@ def main() -> None:
                 "--no-progress", "--overwrite", "--quiet", *more,
             ]  # fmt: skip
 
-        def fresh(command: list[str], out: str) -> tuple[float, float, float]:
+        def fresh(command: list[str], out: str) -> tuple[float, float, float, float]:
             subprocess.run(["rm", "-rf", str(root / out)], check=True)
             return measure(command)
 
@@ -206,12 +221,14 @@ def main() -> None:
         # Time: the best run (the least disturbed by others). Memory: the largest seen.
         best: dict[str, tuple[float, float, float]] = {}
         walls: dict[str, list[float]] = {name: [] for name in configs}
+        others: dict[str, list[float]] = {name: [] for name in configs}
         idle = []
         for _ in range(args.repeats):
             for name, run in configs.items():
                 idle.append(wait_for_idle_cpus(args.idle_wait))
-                wall, peak, single = run()
+                wall, peak, single, foreign = run()
                 walls[name].append(wall)
+                others[name].append(foreign)
                 old = best.get(name, (wall, peak, single))
                 best[name] = (min(wall, old[0]), max(peak, old[1]), max(single, old[2]))
         manifest = json.loads((root / "ds1" / "manifest.json").read_text())
@@ -233,7 +250,12 @@ def main() -> None:
         print(f"{label:<28}{wall:>9.2f}{n / wall:>9.1f}{peak:>10.0f}{single:>13.0f}")
     memory_ratio = best["2_workers_2x"][1] / best["2_workers"][1]
     paired = [a / b for a, b in zip(walls["1_worker"], walls["2_workers"], strict=True)]
-    print(f"speed-up 1 → 2 workers per repeat: {', '.join(f'{r:.2f}' for r in paired)}")
+    # Others' load during each pair of runs: the larger of the two shares.
+    load = [max(a, b) for a, b in zip(others["1_worker"], others["2_workers"], strict=True)]
+    quietest = min(range(len(paired)), key=load.__getitem__)
+    pairs = zip(paired, load, strict=True)
+    print("speed-up 1 → 2 workers, per repeat (share of CPU time others used meanwhile): "
+          + ", ".join(f"{r:.2f} ({o:.0%})" for r, o in pairs))  # fmt: skip
     result = {
         "files": n_small,
         "accepted": manifest["counts"]["accepted"],
@@ -245,6 +267,8 @@ def main() -> None:
         "miditok_loop_files_per_s": round(rate("miditok_loop"), 1),
         "speedup_2_workers": round(best["1_worker"][0] / best["2_workers"][0], 2),
         "speedup_2_workers_per_repeat": [round(r, 2) for r in paired],
+        "others_cpu_share_per_repeat": [round(o, 3) for o in load],
+        "speedup_2_workers_quietest_repeat": round(paired[quietest], 2),
         "peak_memory_mib": round(best["2_workers"][1], 1),
         "peak_memory_mib_doubled_corpus": round(best["2_workers_2x"][1], 1),
         "peak_memory_ratio_doubled_corpus": round(memory_ratio, 3),

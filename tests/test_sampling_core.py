@@ -61,13 +61,30 @@ def test_default_dtypes_match_hugging_face_for_one_row_and_several(model, batch)
         reference = model(ids).logits
     engine = GPT2Engine(model)
     cache = engine.new_cache(batch=batch, max_len=32)
-    engine.forward(ids[:, :8], cache)
+    engine.forward(ids[:, :8], cache)  # the prompt: several rows, in their dtype
+    tolerance = max(DTYPE_TOLERANCE[engine.dtype_for(rows)] for rows in (batch, 8 * batch))
     for t in range(8, 12):
         got = engine.forward(ids[:, t : t + 1], cache)
-        assert torch.allclose(got, reference[:, t], atol=DTYPE_TOLERANCE[engine.dtype_for(batch)])
+        assert torch.allclose(got, reference[:, t], atol=tolerance)
     kept = cache.select(torch.tensor([batch - 1]))
     assert kept.length == 12 and kept.batch == 1
     assert torch.equal(kept.keys[:, 0, :, :12], cache.keys[:, batch - 1, :, :12])
+
+
+def test_a_prompt_fed_once_and_tiled_equals_feeding_every_row(model):
+    engine = GPT2Engine(model, dtype=torch.float32)
+    prompt = torch.randint(
+        0, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(3)
+    )
+    single = engine.new_cache(1, max_len=16)
+    engine.forward(prompt, single)
+    tiled = single.tile(3)
+    every_row = engine.new_cache(3, max_len=16)
+    engine.forward(prompt.expand(3, -1), every_row)
+    next_ids = torch.tensor([[1], [2], [3]])
+    got, want = engine.forward(next_ids, tiled), engine.forward(next_ids, every_row)
+    assert tiled.length == every_row.length == 10
+    assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_top_k_and_top_p_keep_what_they_promise():
@@ -76,6 +93,44 @@ def test_top_k_and_top_p_keep_what_they_promise():
     kept = torch.isfinite(top_p_filter(logits, 0.7))
     assert kept.tolist() == [[True, True, False, False]]
     assert torch.isfinite(top_p_filter(logits, 0.01)).sum() == 1  # the best token always stays
+
+
+@pytest.mark.parametrize(
+    ("top_k", "top_p"), [(None, None), (3, None), (None, 0.8), (4, 0.7)], ids=str
+)
+def test_sampling_draws_from_the_filtered_distribution(top_k, top_p):
+    """sample_next computes on the few candidates only; it must draw from exactly the
+    distribution that the pure filters describe (checked on 40,000 draws at once)."""
+    logits = torch.log(torch.tensor([0.3, 0.25, 0.2, 0.1, 0.08, 0.04, 0.02, 0.01]))
+    want = top_p_filter(top_k_filter(logits[None], top_k), top_p).softmax(-1)[0]
+    draws = sample_next(
+        logits.expand(40_000, -1), torch.Generator().manual_seed(0), top_k=top_k, top_p=top_p
+    )
+    got = torch.bincount(draws, minlength=len(logits)) / len(draws)
+    assert torch.allclose(got, want, atol=0.01)
+    assert (got[want == 0] == 0).all()
+
+
+def test_nucleus_beyond_the_first_candidates_and_inside_the_mask():
+    """A flat distribution's nucleus holds most of a large vocabulary: it is still drawn
+    whole, never outside the mask, never past the nucleus."""
+    vocab = 1000
+    logits = torch.linspace(0, -1, vocab)[None].expand(20_000, -1)
+    allowed = torch.zeros(vocab, dtype=torch.bool)
+    allowed[::2] = True  # only even ids are legal
+    draws = sample_next(
+        logits, torch.Generator().manual_seed(0), top_p=0.9, allowed=allowed.expand(20_000, -1)
+    )
+    legal = logits[0][allowed].softmax(-1)
+    nucleus = int((legal.cumsum(-1) - legal < 0.9).sum())  # legal ids in the nucleus
+    assert (draws % 2 == 0).all()
+    assert draws.max() == 2 * (nucleus - 1)  # the nucleus's last id is reached, none beyond
+
+
+def test_a_mask_that_allows_nothing_is_an_error_not_a_silent_id():
+    allowed = torch.tensor([[True, False], [False, False]])
+    with pytest.raises(ValueError, match="allows no id"):
+        sample_next(torch.zeros(2, 2), None, allowed=allowed)
 
 
 def test_mask_and_argmax():

@@ -6,23 +6,26 @@ token that reads the weights once. :class:`GPT2Engine` takes the weights of a tr
 ``GPT2LMHeadModel`` and runs the same computation (pre-norm blocks, GELU-tanh, learned
 positions, tied head) with ``scaled_dot_product_attention`` over a cache of fixed size.
 
-Where the time goes on a CPU (measured with ``benchmarks/generate.py``; the choices below
-follow from it):
+Where the time goes on a CPU (measured on a 2-core AMD EPYC with AVX512-BF16; the choices
+below follow from it):
 
 - Sampling one token is a matrix-vector product per weight matrix, bound by the bytes of
   weights read, so the matrices are read in 16 bits. For one row PyTorch's own fp16
-  matrix-vector kernel reads fastest (oneDNN's bf16 one is ~1.3× slower, ``F.linear`` in
-  bf16 ~2×). For several rows (candidates sampled together, a prompt's tokens) fp16 and
-  unpacked bf16 matrix products are slow, so the matrices are bf16 prepacked once into
-  oneDNN's blocked layout (``mkldnn._reorder_linear_weight``), with the MLP's GELU fused:
-  eight rows then cost about 1.1× one.
+  matrix-vector kernel is the fastest (oneDNN's bf16 one takes ~1.35× as long, ``F.linear``
+  in bf16 ~2×, fp32 ~2.7×). For several rows (candidates sampled together, a prompt's
+  tokens) the fp16 product is slow (8 rows take ~7× one), so the matrices are bf16
+  prepacked once into oneDNN's blocked layout (``mkldnn._reorder_linear_weight``, the
+  MLP's GELU fused; unpacked bf16 is ~1.8× slower): eight rows then take ~1.4× the time
+  of one fp16 row.
 - The residual stream, the layer norms, attention and the KV cache stay in float32:
-  PyTorch's CPU attention kernel is 5-10× faster in fp32 than in fp16/bf16 for one query,
+  PyTorch's CPU attention kernel is 7-15× faster in fp32 than in fp16/bf16 for one query,
   and the logits match the fp32 model to about the rounding of the 16-bit matrices.
   Because the cache is fp32, each forward may pick its matrices' dtype by its row count.
-- What is left is a few dozen small tensor operations per layer (~0.6 ms per token at
-  batch 1), kept to one call each: one copy writes a layer's keys and values, no
-  ``arange`` per token, in-place residual adds.
+  The price is bandwidth: with eight rows the fp32 keys and values of a few hundred
+  positions weigh as much as the weights.
+- What is left is ~150 small tensor operations per token (~0.6 ms at batch 1), kept to
+  one call each: one copy writes a layer's keys and values, per-layer cache views are
+  made once, no ``arange`` per token, in-place residual adds.
 
 It knows nothing about tokens, grammar or sampling: ids in, last-position logits out.
 """
@@ -30,7 +33,7 @@ It knows nothing about tokens, grammar or sampling: ids in, last-position logits
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import torch
@@ -65,6 +68,17 @@ class KVCache:
 
     kv: torch.Tensor
     length: int = 0
+    _views: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=list, repr=False, compare=False
+    )
+
+    def layer_views(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per layer ``(kv, keys, values)`` views, ``(batch, heads, 2, max_len, head_dim)``
+        and ``(batch, heads, max_len, head_dim)``, made once (``kv`` is never reassigned):
+        a token's forward then slices only by position."""
+        if not self._views:
+            self._views = [(kv, kv.select(2, 0), kv.select(2, 1)) for kv in self.kv.unbind(0)]
+        return self._views
 
     @property
     def keys(self) -> torch.Tensor:
@@ -83,6 +97,16 @@ class KVCache:
     @property
     def capacity(self) -> int:
         return self.kv.shape[4]
+
+    def tile(self, batch: int) -> KVCache:
+        """A cache of ``batch`` rows that each hold this one-row cache's past (candidates
+        that share a prompt: the prompt is fed once, not once per row)."""
+        if self.batch != 1:
+            raise ValueError(f"only a one-row cache can be tiled, this one has {self.batch}")
+        shape = (self.kv.shape[0], batch, *self.kv.shape[2:])
+        tiled = torch.empty(shape, dtype=self.kv.dtype, device=self.kv.device)
+        tiled.narrow(4, 0, self.length).copy_(self.kv.narrow(4, 0, self.length))
+        return KVCache(tiled, self.length)
 
     def select(self, rows: torch.Tensor) -> KVCache:
         """A cache holding only the given batch rows (candidates that go on)."""
@@ -174,7 +198,8 @@ class GPT2Engine:
             )
         w = self.weights(self.dtype_for(batch * steps))
         dtype, C, H, D, eps = w.dtype, self.n_embd, self.n_head, self.head_dim, self.eps
-        kv = cache.kv if batch == cache.batch else cache.kv[:, :batch]
+        if batch != cache.batch:
+            raise ValueError(f"{batch} rows of ids for a cache of {cache.batch} rows")
         mask = None
         if steps == 1:
             x = F.embedding(ids, w.wte) + w.wpe[start]  # (B, 1, C) float32: the residual
@@ -186,23 +211,22 @@ class GPT2Engine:
                 cols = torch.arange(end, device=self.device)[None, :]
                 mask = cols <= rows + start
         causal = steps > 1 and start == 0
-        for layer, block in enumerate(w.blocks):
-            h = F.layer_norm(x, (C,), block.ln_1_w, block.ln_1_b, eps).to(dtype)
+        for block, (past, keys, values) in zip(w.blocks, cache.layer_views(), strict=True):
+            h = torch.layer_norm(x, (C,), block.ln_1_w, block.ln_1_b, eps, False).to(dtype)
             qkv = block.qkv(h).view(batch, steps, 3, H, D).transpose(1, 3)  # (B, H, 3, T, D)
-            past = kv[layer]  # (B, H, 2, max_len, D)
-            past.narrow(3, start, steps).copy_(qkv.narrow(2, 1, 2))  # keys and values
+            past.narrow(3, start, steps).copy_(qkv.narrow(2, 1, 2))  # keys and values at once
             attn = F.scaled_dot_product_attention(
                 qkv.select(2, 0).to(self.cache_dtype),
-                past.select(2, 0).narrow(2, 0, end),
-                past.select(2, 1).narrow(2, 0, end),
+                keys.narrow(2, 0, end),
+                values.narrow(2, 0, end),
                 attn_mask=mask,
                 is_causal=causal,
             )  # (B, H, T, D)
             x += block.proj(attn.transpose(1, 2).reshape(batch, steps, C).to(dtype))
-            h = F.layer_norm(x, (C,), block.ln_2_w, block.ln_2_b, eps).to(dtype)
+            h = torch.layer_norm(x, (C,), block.ln_2_w, block.ln_2_b, eps, False).to(dtype)
             x += block.out(block.fc_gelu(h))
         cache.length = end
-        last = F.layer_norm(x[:, -1], (C,), w.ln_f_w, w.ln_f_b, eps).to(dtype)
+        last = torch.layer_norm(x[:, -1], (C,), w.ln_f_w, w.ln_f_b, eps, False).to(dtype)
         return w.lm_head(last).float()
 
 
@@ -281,7 +305,7 @@ class _Weights:
 def _packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> Linear:
     """``F.linear`` (and GELU-tanh) through oneDNN with the weight prepacked once."""
     packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
-    op = torch.ops.mkldnn._linear_pointwise
+    op = torch.ops.mkldnn._linear_pointwise.default  # the overload: less dispatch per call
     attr, algorithm = ("gelu", "tanh") if gelu else ("none", "")
     return lambda x: op(x, packed, bias, attr, [], algorithm)
 

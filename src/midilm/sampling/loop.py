@@ -12,6 +12,7 @@ The loop knows grammars only through the ``GrammarState`` protocol and models on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -79,11 +80,13 @@ class TokenLoop:
                 violation = candidate.state.advance(int(token_id))
                 if violation is not None and self.use_grammar:
                     raise SamplingError(f"the prompt breaks the grammar at {violation}")
-        cache = self.engine.new_cache(len(candidates))
+        # Every row shares the prompt: feed it once and copy its keys and values to each row.
+        cache = self.engine.new_cache(1)
+        self._check_room(cache, len(prompt))
         if len(prompt) > 1:
-            ids = torch.tensor([list(prompt[:-1])] * len(candidates), device=self.engine.device)
-            self._check_room(cache, ids.shape[1] + 1)
-            self.engine.forward(ids, cache)
+            self.engine.forward(torch.tensor([list(prompt[:-1])], device=self.engine.device), cache)
+        if len(candidates) > 1:
+            cache = cache.tile(len(candidates))
         self._last = torch.tensor([[prompt[-1]]] * len(candidates), device=self.engine.device)
         return cache, candidates
 
@@ -143,7 +146,11 @@ class TokenLoop:
             )
 
 
+@functools.cache
 def _first_only(size: int) -> np.ndarray:
+    """The mask of a finished row (it is fed a pad until the others finish); shared, so
+    read-only."""
     mask = np.zeros(size, dtype=bool)
     mask[0] = True
+    mask.flags.writeable = False
     return mask

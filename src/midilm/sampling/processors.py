@@ -43,7 +43,12 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
 
 def apply_mask(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Forbid every id whose ``allowed`` entry is False."""
-    return logits.masked_fill(~allowed, NEG_INF)
+    return torch.where(allowed, logits, NEG_INF)
+
+
+# Nucleus sampling looks for the nucleus among this many most likely tokens first (it is
+# almost always there), and sorts the whole vocabulary only when it is not.
+_NUCLEUS_FIRST_LOOK = 64
 
 
 def sample_next(
@@ -56,11 +61,43 @@ def sample_next(
     allowed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One id per row. The grammar mask comes first, so top-k/top-p choose among legal
-    tokens only; ``temperature=0`` takes the most likely legal token."""
+    tokens only; ``temperature=0`` takes the most likely legal token.
+
+    The same distribution as :func:`top_k_filter` then :func:`top_p_filter` then
+    ``torch.multinomial`` (except that where values tie at the k-th, exactly ``k`` ids stay),
+    computed on the few candidates only: it runs once per token, and a full-vocabulary sort
+    and ``multinomial`` cost as much as a layer of a small model."""
     if allowed is not None:
+        if not bool(allowed.any(-1).all()):
+            raise ValueError("a row of the mask allows no id at all")
         logits = apply_mask(logits, allowed)
     if temperature == 0:
         return logits.argmax(-1)
-    logits = top_p_filter(top_k_filter(temperature_scale(logits, temperature), top_k), top_p)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if temperature != 1:
+        logits = temperature_scale(logits, temperature)
+    if top_p is not None and top_p <= 0:
+        raise ValueError(f"top_p must be in (0, 1], received {top_p}")
+    nucleus = top_p is not None and top_p < 1.0
+    vocab = logits.shape[-1]
+    if top_k and top_k < vocab:
+        values, ids = torch.topk(logits, top_k, dim=-1)  # sorted, most likely first
+        probs = values.softmax(-1)  # the top-k distribution, as top_p_filter sees it
+    elif nucleus:
+        full = logits.softmax(-1)
+        probs, ids = torch.topk(full, min(_NUCLEUS_FIRST_LOOK, vocab), dim=-1)
+        if not bool((probs.cumsum(-1)[:, -1] >= top_p).all()):  # the nucleus reaches further
+            probs, ids = torch.sort(full, dim=-1, descending=True)
+    else:
+        return _draw(logits.softmax(-1), generator).squeeze(-1)
+    if nucleus:
+        # The smallest set reaching top_p: drop an id once the mass before it is ≥ top_p.
+        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+    return ids.gather(-1, _draw(probs, generator)).squeeze(-1)
+
+
+def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One index per row with probability proportional to ``weights`` (B, N) ≥ 0, as
+    ``torch.multinomial(weights, 1)`` draws it (the exponential race: the argmax of
+    weight / Exp(1)), without its input checks and overhead; ``(B, 1)``."""
+    race = torch.empty_like(weights).exponential_(generator=generator)
+    return weights.div(race.clamp_min_(torch.finfo(race.dtype).tiny)).argmax(-1, keepdim=True)
