@@ -9,6 +9,9 @@ run ``--repeats`` times, interleaved, so that load from other processes falls on
 - ``midilm``: :func:`midilm.render.synthesize`, FluidSynth in process (the soundfont loaded
   once, as a server keeps it), with the soundfont midilm finds (FluidR3_GM on Debian) and
   with the small TimGM6mb that pretty_midi ships;
+- ``midilm_rustysynth``: :func:`midilm.render.synthesize` with ``synthesizer="rustysynth"``
+  (the ``midirenderer`` wheel: what ``auto`` plays without FluidSynth), the same two
+  soundfonts, resampled from its 48 kHz to 44.1 kHz;
 - ``fluidsynth_cli``: the ``fluidsynth`` program's fast file renderer (``-F``) on the same
   MIDI file, soundfont load included, as a shell user would run it;
 - ``symusic``: symusic's own synthesizer (Prestosynth), or the error it raises.
@@ -20,7 +23,9 @@ on short test scores: how much louder velocity 110 is than 40 (RMS ratio; a synt
 that ignores velocity gives 1), the spectral centroid of a closed hi-hat on the drum channel
 (a drum kit: several kHz; a piano note for key 42: a few hundred Hz), and whether sound
 goes on after the notes end (reverb / release tail, in dB below the notes). Last line: JSON,
-with ``realtime_factor`` (midilm, its default soundfont) and every figure.
+with ``realtime_factor`` (midilm's default path: what ``synthesizer="auto"`` plays, with
+its default soundfont), ``rustysynth_realtime_factor`` (rustysynth, the same soundfont) and
+every figure.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from midilm.render import (  # noqa: E402
     find_soundfont,
     fluidsynth_version,
     pianoroll_bytes,
+    resolve_synthesizer,
+    rustysynth_version,
     synthesize,
 )
 from midilm.render.fluid import get_synth  # noqa: E402
@@ -110,7 +117,16 @@ def checks(synth: Synth) -> dict[str, float]:
 
 def midilm_synth(soundfont: Path) -> Synth:
     get_synth(soundfont)  # load once, as a long-running process would
-    return lambda score: synthesize(score, soundfont=soundfont, sample_rate=SR)
+    return lambda score: synthesize(
+        score, soundfont=soundfont, sample_rate=SR, synthesizer="fluidsynth"
+    )
+
+
+def rustysynth_synth(soundfont: Path) -> Synth:
+    # The soundfont's bytes are kept by midilm after the warm-up call, as in a server.
+    return lambda score: synthesize(
+        score, soundfont=soundfont, sample_rate=SR, synthesizer="rustysynth"
+    )
 
 
 def cli_synth(soundfont: Path, workdir: Path) -> Synth:
@@ -148,7 +164,10 @@ def main() -> None:
     notes = sum(len(t.notes) for t in piece.tracks)
     print(f"piece: {PIECE}, {len(piece.tracks)} tracks, {notes} notes, {audio_s:.1f} s")
     system_sf, small_sf = find_soundfont(), packaged_soundfont()
-    print(f"FluidSynth {fluidsynth_version()}; soundfonts: {system_sf} and {small_sf}")
+    print(
+        f"FluidSynth {fluidsynth_version()}, rustysynth (midirenderer {rustysynth_version()}); "
+        f"soundfonts: {system_sf} and {small_sf}"
+    )
 
     workdir = Path(tempfile.mkdtemp(prefix="midilm-render-bench-"))
     candidates: dict[str, Callable[[], Synth]] = {
@@ -156,6 +175,9 @@ def main() -> None:
     }
     if small_sf is not None and small_sf != system_sf:
         candidates[f"midilm_fluidsynth_{small_sf.stem}"] = lambda: midilm_synth(small_sf)
+    candidates[f"midilm_rustysynth_{system_sf.stem}"] = lambda: rustysynth_synth(system_sf)
+    if small_sf is not None and small_sf != system_sf:
+        candidates[f"midilm_rustysynth_{small_sf.stem}"] = lambda: rustysynth_synth(small_sf)
     if shutil.which("fluidsynth"):
         candidates[f"fluidsynth_cli_{system_sf.stem}"] = lambda: cli_synth(system_sf, workdir)
     candidates[f"symusic_{system_sf.stem}"] = lambda: symusic_synth(system_sf)
@@ -197,9 +219,13 @@ def main() -> None:
     print(f"piano roll of the piece: {pianoroll_s:.2f} s, {len(png):,} bytes")
     shutil.rmtree(workdir, ignore_errors=True)
 
-    headline = results[f"midilm_fluidsynth_{system_sf.stem}"]
+    default = resolve_synthesizer("auto")
+    headline = results[f"midilm_{default}_{system_sf.stem}"]
+    rusty = results[f"midilm_rustysynth_{system_sf.stem}"]
     summary = {
         "realtime_factor": headline["realtime_factor"],
+        "default_synthesizer": default,
+        "rustysynth_realtime_factor": rusty.get("realtime_factor"),
         "target_realtime_factor": TARGET_RTF,
         "meets_target": float(headline["realtime_factor"]) >= TARGET_RTF,  # type: ignore[arg-type]
         "audio_s": round(audio_s, 1),

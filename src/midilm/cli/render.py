@@ -67,9 +67,10 @@ def _highlight_option(ctx: click.Context, param: click.Parameter, value: str | N
     help="Audio sample rate in Hz.",
 )  # fmt: skip
 @click.option(
-    "--synthesizer", type=click.Choice(["auto", "fluidsynth", "symusic"]), default="auto",
-    show_default=True, help="auto is FluidSynth; symusic's synthesizer needs no system "
-    "library but ignores velocities.",
+    "--synthesizer", type=click.Choice(["auto", "fluidsynth", "rustysynth", "symusic"]),
+    default="auto", show_default=True, help="auto is FluidSynth when its library is "
+    "installed, else rustysynth (installed with midilm, no system library); symusic's "
+    "synthesizer ignores velocities.",
 )  # fmt: skip
 @click.option(
     "--highlight", metavar="BARS", callback=_highlight_option,
@@ -106,6 +107,8 @@ def render(
         fluidsynth_version,
         image_format,
         render_pianoroll,
+        resolve_synthesizer,
+        rustysynth_version,
         synthesize,
         write_audio,
     )
@@ -113,9 +116,10 @@ def render(
 
     # Everything that can be checked before the work is done is checked first.
     font = None
+    engine = resolve_synthesizer(synthesizer)  # type: ignore[arg-type]
     if audio_path is not None:
         audio_format(audio_path)
-        font = find_soundfont(soundfont)
+        font = find_soundfont(soundfont, sf2_only=engine == "rustysynth")
     if image_path is not None:
         image_format(image_path)
     score = load_score(source)
@@ -130,9 +134,13 @@ def render(
             score,
             soundfont=font,
             sample_rate=sample_rate,
-            synthesizer=synthesizer,  # type: ignore[arg-type]
+            synthesizer=engine,
         )
         write_audio(audio, sample_rate, audio_path)
-        engine = "symusic" if synthesizer == "symusic" else f"FluidSynth {fluidsynth_version()}"
+        played_by = {
+            "fluidsynth": f"FluidSynth {fluidsynth_version()}",
+            "rustysynth": f"rustysynth (midirenderer {rustysynth_version()})",
+            "symusic": "symusic",
+        }[engine]
         seconds = len(audio) / sample_rate
-        click.echo(f"wrote {audio_path} ({seconds:.1f} s, {engine}, {font.name})")
+        click.echo(f"wrote {audio_path} ({seconds:.1f} s, {played_by}, {font.name})")

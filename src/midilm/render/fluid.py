@@ -15,6 +15,10 @@ a channel of its own (256 channels, not MIDI's 16), drum tracks included, and no
 MIDI file is written. What this does not do: render MIDI meta events (lyrics, markers), or
 SysEx.
 
+The library is searched for under its usual names; ``$MIDILM_FLUIDSYNTH_LIBRARY`` names
+another one (a path, or a name such as ``fluidsynth-3``), or ``none`` to leave FluidSynth
+unused, as on a machine without it (``synthesizer="auto"`` then plays with rustysynth).
+
 A loaded soundfont is kept (FluidR3 is 141 MiB): :func:`get_synth` caches it by file, and
 :meth:`FluidSynth.render` holds a lock, so server threads can share one.
 """
@@ -35,7 +39,16 @@ from symusic.core import ScoreTick
 
 from midilm.render.errors import RenderError
 
-__all__ = ["MAX_CHANNELS", "FluidSynth", "fluidsynth_available", "fluidsynth_version", "get_synth"]
+__all__ = [
+    "LIBRARY_ENV",
+    "MAX_CHANNELS",
+    "FluidSynth",
+    "fluidsynth_available",
+    "fluidsynth_version",
+    "get_synth",
+]
+
+LIBRARY_ENV = "MIDILM_FLUIDSYNTH_LIBRARY"  # a library path or name, or "none"
 
 DEFAULT_SAMPLE_RATE = 44_100
 MAX_CHANNELS = 256  # FluidSynth's largest synth.midi-channels; tracks beyond share channels
@@ -93,8 +106,22 @@ class _Lib:
             self.set_log_function(level, None, None)
 
 
-@functools.cache
 def _lib() -> _Lib | None:
+    """The library ``$MIDILM_FLUIDSYNTH_LIBRARY`` names, else the system's; None when none
+    loads (or the variable says ``none``)."""
+    return _load(os.environ.get(LIBRARY_ENV, "").strip())
+
+
+@functools.cache
+def _load(named: str) -> _Lib | None:
+    if named.lower() == "none":
+        return None
+    if named:
+        try:
+            path = named if Path(named).is_file() else ctypes.util.find_library(named)
+            return _Lib(path or named)
+        except (OSError, AttributeError):
+            return None
     for name in ("fluidsynth", "fluidsynth-3", "libfluidsynth-3", "libfluidsynth"):
         found = ctypes.util.find_library(name)
         if found:
@@ -126,6 +153,11 @@ def fluidsynth_version() -> str | None:
 def _require_lib() -> _Lib:
     lib = _lib()
     if lib is None:
+        named = os.environ.get(LIBRARY_ENV, "").strip()
+        if named.lower() == "none":
+            raise RenderError(f"FluidSynth is turned off (${LIBRARY_ENV}=none)")
+        if named:
+            raise RenderError(f"${LIBRARY_ENV}={named}: not a FluidSynth 2 library that loads here")
         raise RenderError(f"the FluidSynth library (libfluidsynth) was not found: {_INSTALL_HINT}")
     return lib
 

@@ -69,9 +69,12 @@ def packaged_soundfont() -> Path | None:
     return None
 
 
-def find_soundfont(soundfont: str | os.PathLike[str] | None = None) -> Path:
+def find_soundfont(
+    soundfont: str | os.PathLike[str] | None = None, *, sf2_only: bool = False
+) -> Path:
     """The soundfont to use: ``soundfont`` if given, else ``$MIDILM_SOUNDFONT``, else the
-    first system soundfont found, else the one pretty_midi ships.
+    first system soundfont found, else the one pretty_midi ships. ``sf2_only`` passes over
+    the system ``.sf3`` files, for a synthesizer that cannot read them (rustysynth).
 
     Raises :class:`SoundfontNotFoundError` (a ``FileNotFoundError``) when the one named
     does not exist, or when none is found, saying how to install one.
@@ -82,7 +85,7 @@ def find_soundfont(soundfont: str | os.PathLike[str] | None = None) -> Path:
     if from_env:
         return _existing(Path(from_env), f"soundfont from ${SOUNDFONT_ENV}")
     for path in SYSTEM_SOUNDFONTS:
-        if path.is_file():
+        if path.is_file() and not (sf2_only and path.suffix.lower() == ".sf3"):
             return path
     packaged = packaged_soundfont()
     if packaged is not None:
