@@ -47,7 +47,7 @@ if [ "$STAGE" = all ] || [ "$STAGE" = remi ]; then
         -o "$BUILD/data-remi" --tokenizer remi --vocab-size 1000 --transpose -3:3 \
         --seed 444 --no-progress
     train "$BUILD/data-remi" "$BUILD/remi" --preset small --seq-len 512 \
-        --max-steps 800 --batch-size 32 --lr 5e-4 --set warmup_ratio=0.05 \
+        --max-steps 450 --batch-size 32 --lr 1e-3 --set warmup_ratio=0.05 \
         --set scheduler=cosine --set log_every=10 --eval-every 100 --save-every 50 \
         --keep-checkpoints 2 -q \
         2>&1 | tee -a "$BUILD/train-remi.log"

@@ -4,6 +4,7 @@ depend on workers, shards, kills or reruns (midilm.data.prepare and its helpers)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -365,6 +366,26 @@ def test_workers_and_shards_do_not_change_a_byte(corpus, dataset, tmp_path):
     assert snapshot(merged) == reference
     again = merge(parts, merged)
     assert again.up_to_date
+
+
+def test_a_pooled_run_loads_what_assembly_needs_while_its_workers_work(corpus, tmp_path):
+    from midilm.data.assemble import preload
+    from midilm.data.workers import run_items
+
+    files = sorted((corpus / "chorales").glob("*.mid"))[:3]
+    config = PrepareConfig(**SETTINGS)
+    records = {}
+    for workers in (1, 2):
+        tasks = [(str(f), str(tmp_path / str(workers) / f"{f.stem}.rec")) for f in files]
+        calls, written = [], []
+        run_items(tasks, config, workers, written.append, functools.partial(calls.append, 1))
+        assert sum(written) == len(files)
+        assert len(calls) == workers - 1  # once with a pool; nothing to overlap in-process
+        records[workers] = [Path(path).read_bytes() for _, path in tasks]
+    assert records[1] == records[2]
+    for kind in ("mmm", "remi"):
+        preload(kind)
+    assert {"numpy.ma", "tokenizers", "midilm.tokenization.remi"} <= set(sys.modules)
 
 
 def test_a_second_run_does_nothing(corpus, dataset):

@@ -55,6 +55,7 @@ __all__ = [
     "check_parts",
     "load_part",
     "merged_inputs_key",
+    "preload",
     "walk_records",
     "weighted_percentiles",
 ]
@@ -193,6 +194,19 @@ def _scan(parts: list[Part], kind: str, bar: Any) -> tuple[_Scan, str]:
                 weights = record.arrays["fit_weights"].tolist()
                 scan.fit.update(dict(zip(values, weights, strict=True)))
     return scan, digest.hexdigest()
+
+
+def preload(kind: str) -> None:
+    """Import the modules :func:`assemble` loads on first use for a ``kind`` ("mmm" or
+    "remi") dataset. A run calls it while its workers start, so that phase 2 does not wait
+    for imports (MidiTok alone takes a second or more) after the workers are done."""
+    import numpy.ma  # noqa: F401 - numpy.unique (the density edges) loads it on first use
+    import tokenizers  # noqa: F401 - saving the tokenizer; BPE training (REMI)
+
+    if kind == "mmm":
+        import midilm.tokenization.mmm
+    else:
+        import midilm.tokenization.remi  # noqa: F401 - MidiTok, for BPE training
 
 
 def assemble(parts: list[Part], output: Path, progress: bool) -> dict[str, Any]:

@@ -69,6 +69,7 @@ from midilm.data.assemble import (
     load_part,
     merged_inputs_key,
     midilm_version,
+    preload,
     weighted_percentiles,
 )
 from midilm.data.prepare_config import REJECTION_REASONS, PrepareConfig, PrepareResult
@@ -171,7 +172,9 @@ def prepare(
         work.mkdir(parents=True, exist_ok=True)
         write_json_atomic(work / PART_FILE, info)
     _write_items(work, items, keys)
-    processed = _run_phase1(work, config, items, owned, keys, workers, progress)
+    processed = _run_phase1(
+        work, config, items, owned, keys, workers, progress, assemble_next=shard is None
+    )
     _collect_garbage(work, {keys[i] for i in owned})
     info["complete"] = True
     write_json_atomic(work / PART_FILE, info)
@@ -407,8 +410,11 @@ def _run_phase1(
     keys: list[str | None],
     workers: int,
     progress: bool,
+    *,
+    assemble_next: bool,
 ) -> int:
-    """Make the missing records of the owned items; returns how many were made."""
+    """Make the missing records of the owned items; returns how many were made. With
+    ``assemble_next``, what phase 2 needs is loaded while the workers work."""
     tasks = []
     for i in owned:
         key = keys[i]
@@ -419,7 +425,8 @@ def _run_phase1(
     done = len(owned) - len(tasks)
     bar = progress_bar(progress, total=len(owned), initial=done, desc="prepare")
     try:
-        run_items(tasks, config, workers, bar.update)
+        meanwhile = (lambda: preload(config.tokenizer)) if assemble_next else None
+        run_items(tasks, config, workers, bar.update, meanwhile)
     finally:
         bar.close()
     return len(tasks)

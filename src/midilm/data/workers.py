@@ -65,10 +65,13 @@ def run_items(
     config: PrepareConfig,
     workers: int,
     advance: Callable[[int], Any],
+    meanwhile: Callable[[], Any] | None = None,
 ) -> None:
     """Make the record of each ``(item, path)`` task: in this process when ``workers`` is
     1 (or there is one task), else in a pool of ``workers`` processes. ``advance(n)`` is
-    called as records are written."""
+    called as records are written. With a pool, ``meanwhile()`` is called once, as soon
+    as the first batches are out: this process has nothing else to do while the workers
+    work, so what it will need next (imports) is best loaded there, not after them."""
     if workers <= 1 or len(tasks) <= 1:
         from midilm.data.examples import ItemProcessor
 
@@ -77,7 +80,7 @@ def run_items(
             processor.run(item, Path(path))
             advance(1)
         return
-    _run_pool(tasks, config, workers, advance)
+    _run_pool(tasks, config, workers, advance, meanwhile)
 
 
 # ---------------------------------------------------------------------- in the workers
@@ -120,7 +123,11 @@ def _run_batch(batch: list[Task]) -> list[tuple[str, str | None]]:
 
 
 def _run_pool(
-    tasks: list[Task], config: PrepareConfig, workers: int, advance: Callable[[int], Any]
+    tasks: list[Task],
+    config: PrepareConfig,
+    workers: int,
+    advance: Callable[[int], Any],
+    meanwhile: Callable[[], Any] | None,
 ) -> None:
     """Run the tasks in a process pool, a bounded number of small batches in flight (see
     the module doc for a worker that dies)."""
@@ -132,8 +139,8 @@ def _run_pool(
     size = max(1, min(8, len(tasks) // (workers * 64)))
     pending = (tasks[i : i + size] for i in range(0, len(tasks), size))
     suspects: list[Task] = []
-    while _drain(pending, config, workers, context, advance, suspects):
-        pass  # the pool broke: a new one takes the batches not yet submitted
+    while _drain(pending, config, workers, context, advance, suspects, meanwhile):
+        meanwhile = None  # the pool broke: a new one takes the batches not yet submitted
     for item, path in suspects:
         if not record_is_valid(Path(path)):
             _run_isolated(item, path, config, context)
@@ -147,6 +154,7 @@ def _drain(
     context: Any,
     advance: Callable[[int], Any],
     suspects: list[Task],
+    meanwhile: Callable[[], Any] | None = None,
 ) -> bool:
     """Run batches from ``pending`` in one pool until none is left (``False``) or the pool
     breaks (``True``; the batches in flight are added to ``suspects``)."""
@@ -177,6 +185,9 @@ def _drain(
                         return True
                 if not in_flight:
                     return False
+                if meanwhile is not None:
+                    meanwhile()
+                    meanwhile = None
                 done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
                 for future in done:
                     batch = in_flight.pop(future)
