@@ -136,6 +136,7 @@ def test_saved_directory_has_every_file(mmm_dir, mmm):
         "max_new_tokens": 24,
         "instruments": [],
         "bars": 8,
+        "voice_leading": False,
     }
     start = mmm.token_to_id("PIECE_START")
     end = mmm.token_to_id("PIECE_END")
@@ -217,6 +218,12 @@ def test_fp16_weights(tmp_path, mmm, mmm_model, chorales):
         assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.float16}  # noqa: SIM118
     assert next(mmm_model.parameters()).dtype == torch.float32  # the model itself unchanged
     assert json.loads((folder / "midilm.json").read_text())["model"]["dtype"] == "float16"
+    # Packaging a trained model: what training recorded stays, the stored dtype is the truth.
+    packaged = save_model(tmp_path / "packaged", mmm_model, mmm, dtype="float16",
+                          info={"model": {"preset": "tiny", "dtype": "float32"}})  # fmt: skip
+    recorded = json.loads((packaged / "midilm.json").read_text())["model"]
+    assert recorded["preset"] == "tiny" and recorded["dtype"] == "float16"
+    assert "| weights | float16 |" in (packaged / "README.md").read_text()
     assert (folder / "model.safetensors").stat().st_size < 0.6 * (
         4 * sum(p.numel() for p in mmm_model.parameters())
     )

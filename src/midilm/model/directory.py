@@ -138,7 +138,9 @@ def save_model(
             pad_id=ids["pad"], bos_id=ids["bos"], eos_id=ids["eos"]
         ).save_pretrained(tmp)
         tokenizer.save(tmp)
-        facts = {**_model_facts(to_save), **dict(sections.pop("model", None) or {})}
+        # What the saved network is (its dtype above all) wins over what a caller recorded
+        # of it earlier, e.g. training's float32 when packaging in float16.
+        facts = {**dict(sections.pop("model", None) or {}), **_model_facts(to_save)}
         write_midilm_json(
             tmp,
             {"model": facts, **sections, "generation": generation.to_dict(), "special_ids": ids},
