@@ -37,7 +37,7 @@ if [ "$STAGE" = all ] || [ "$STAGE" = mmm ]; then
     midilm evaluate "$BUILD/mmm" "$BUILD/data-mmm" --samples 100 -o "$BUILD/mmm-report"
     python scripts/package_bundled_model.py "$BUILD/mmm" default \
         --report "$BUILD/mmm-report" --command "bash scripts/build_bundled_models.sh" \
-        --instruments violin,violin,viola,cello
+        --instruments violin,violin,viola,cello --voice-leading
 fi
 
 if [ "$STAGE" = all ] || [ "$STAGE" = remi ]; then

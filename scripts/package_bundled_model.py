@@ -1,11 +1,12 @@
 """Package a trained model directory as one of midilm's bundled models.
 
     python scripts/package_bundled_model.py MODEL_DIR NAME [--report REPORT_DIR]
-        [--instruments violin,violin,viola,cello] [--bars 8] [--command "…"]
+        [--instruments violin,violin,viola,cello] [--bars 8] [--voice-leading] [--command "…"]
 
 Writes ``src/midilm/bundled/NAME``: the weights in fp16 safetensors (half the bytes, the
 same music: the sampler computes in fp16/bf16 on CPU anyway), the tokenizer, generation
-defaults (the instruments and bars ``midilm generate`` uses when not told), a model card
+defaults (the instruments and bars ``midilm generate`` uses when not told, and whether it
+samples under the voice-leading guard), a model card
 with the data, the exact command that rebuilds it, the training curve and the evaluation
 report, and ``evaluation.json`` beside it. Run by ``scripts/build_bundled_models.sh``.
 """
@@ -50,12 +51,17 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="a `midilm evaluate` report directory")
     parser.add_argument("--instruments", help="default instruments, comma-separated")
     parser.add_argument("--bars", type=int, default=8, help="default bars to compose")
+    parser.add_argument("--voice-leading", action="store_true",
+                        help="sample under the voice-leading guard by default (four-part "
+                        "models)")  # fmt: skip
     parser.add_argument("--command", default="bash scripts/build_bundled_models.sh")
     args = parser.parse_args()
 
     lm = load_model(args.model_dir)
     instruments = tuple(args.instruments.split(",")) if args.instruments else ()
-    generation = lm.generation.replace(instruments=instruments, bars=args.bars)
+    generation = lm.generation.replace(
+        instruments=instruments, bars=args.bars, voice_leading=args.voice_leading
+    )
     info = _info(lm.info, args.name)
     target = BUNDLED / args.name
     save_model(target, lm.model, lm.tokenizer, generation_defaults=generation, info=info,

@@ -105,3 +105,28 @@ def test_missing_model_and_corrupt_prompt(model_dir, tmp_path):
     bad.write_bytes(b"MThd garbage")
     assert_error(invoke("generate", "--model", model_dir, "--prompt", bad, "-o",
                         tmp_path / "x.mid"), "bad.mid")  # fmt: skip
+
+
+def test_bundled_remi_model_continues_a_prompt(tmp_path, bach_scores):
+    """The seed's own use, out of the box: the bundled REMI + BPE model continues a MIDI
+    prompt by the bars asked for, and the prompt's notes come back unchanged."""
+    chorale = bach_scores[5][1]
+    bars = bar_grid(chorale)
+    prompt_score = chorale.clip(0, bars[4].start_ticks, clip_end=True)
+    prompt, out = tmp_path / "in.mid", tmp_path / "out.mid"
+    save_midi(prompt_score, prompt)
+    result = invoke("generate", "--model", "bundled:remi", "--prompt", prompt, "--bars", 4,
+                    "--seed", 2, "-o", out, "-q")  # fmt: skip
+    assert_ok(result)
+    given, continued = load_midi(prompt), load_midi(out)
+    scale = continued.ticks_per_quarter / given.ticks_per_quarter
+    end = bar_grid(given)[-1].end_ticks * scale
+    old = sorted(
+        (round(n.time / scale), n.pitch)
+        for t in continued.tracks for n in t.notes if n.time < end
+    )  # fmt: skip
+    assert old == sorted((n.time, n.pitch) for t in given.tracks for n in t.notes)
+    new = [n for t in continued.tracks for n in t.notes if n.time >= end]
+    assert new, "the continuation wrote no notes"
+    bar = 4 * continued.ticks_per_quarter  # the chorale is in 4/4
+    assert max(n.time for n in new) < end + 4 * bar

@@ -38,6 +38,23 @@ def tok() -> MMMTokenizer:
     return MMMTokenizer(meter_tokens=True)
 
 
+# ---------------------------------------------------------------------- controls
+def test_density_is_measured_over_the_windows_the_sampler_wrote():
+    """Whole windows from the first bar, the last one ending on the last bar: a 6-bar piece
+    is measured over bars 1–4 and 3–6 (the windows a 4-bar model was asked to fill), not
+    over a 2-bar tail whose count, doubled, lands in another bin."""
+    from midilm.evaluation.controls import achieved_density
+    from mmm_helpers import make_score
+
+    tok = MMMTokenizer(density_edges=(9, 12, 14, 15, 16, 17, 18, 20, 22))
+    per_bar = [4, 3, 4, 3, 4, 4]  # notes in each 4/4 bar of 16 steps
+    notes = [(16 * bar + 4 * i, 2, 60) for bar, n in enumerate(per_bar) for i in range(n)]
+    score = make_score([(0, False, notes)])
+    assert achieved_density(tok, score, 0, 6) == [tok.density_bin(14), tok.density_bin(15)]
+    assert tok.density_bin(8, 2) == tok.density_bin(15) + 1  # what the tail would have said
+    assert achieved_density(tok, score, 0, 2) == [tok.density_bin(7, 2)]
+
+
 # ---------------------------------------------------------------------- syntax
 HEAD = "PIECE_START TIME_SIGNATURE=4/4 TRACK_START INST=0 DENSITY=2 BAR_START"
 END = "BAR_END TRACK_END"

@@ -87,6 +87,7 @@ def test_every_report_field_is_present_and_in_range(report_dir):
     report = Report.load(report_dir)
     assert report.to_dict() == data
     assert data["format"] == "midilm-evaluation"
+    assert data["settings"]["voice_leading"] is False  # the model's default: no guard
 
     lik = data["likelihood"]
     assert lik["split"] == "test" and lik["sequences"] > 0 and lik["notes"] > 0

@@ -1,5 +1,6 @@
 """Compose, continue, add a track and infill with a real (tiny, quickly trained) model:
-outputs are well-formed, have exactly the requested bars, and keep what must not change."""
+outputs are well-formed, have exactly the requested bars, land in the requested density bins,
+and keep what must not change."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from midilm.evaluation.controls import achieved_density
 from midilm.sampling import GPT2Engine, TokenLoop
 from midilm.sampling.mmm_tasks import (
     TrackRequest,
@@ -108,6 +110,21 @@ def test_continue_keeps_the_prompt(engine, tok, bach_scores):
         )
 
 
+def test_continuing_a_busy_prompt_at_the_sparsest_bin_adds_nothing(engine, tok, bach_scores):
+    """The prompt's bars are context forced into each window: when they already hold more
+    notes than the bin allows, the window adds no note (and nothing fails)."""
+    prompt = tok.prepare(bach_scores[2][1])
+    most = tok.density_range(0, tok.config.bars_per_window)[1]
+    edge = prompt.bars[-1].end_ticks
+    late = prompt.bars[-2].start_ticks
+    assert all(np.count_nonzero(t.end > late) > most for t in prompt.tracks)
+    densities = [0] * len(prompt.tracks)
+    (piece,) = finish(continue_piece(_loop(engine, 3), tok, prompt, bars=3, densities=densities))
+    _well_formed(tok, piece, len(prompt.bars) + 3)
+    stop = piece.bars[len(prompt.bars) + 1].end_ticks  # the new bars of the first window
+    assert all(not ((t.onset >= edge) & (t.onset < stop)).any() for t in piece.tracks)
+
+
 def test_add_track_keeps_the_others(engine, tok, bach_scores):
     piece = tok.prepare(bach_scores[4][1])
     (out,) = finish(add_track(_loop(engine, 4), tok, piece, TrackRequest(33, 2)))
@@ -115,6 +132,27 @@ def test_add_track_keeps_the_others(engine, tok, bach_scores):
     for before, after in zip(piece.tracks, out.tracks, strict=False):
         assert _notes(before) == _notes(after)
     _well_formed(tok, out, len(piece.bars))
+    score = piece_to_score(tok, out)
+    assert set(achieved_density(tok, score, len(piece.tracks), len(piece.bars))) == {2}
+
+
+@pytest.mark.parametrize(
+    ("seed", "bars", "window"), [(0, 4, 4), (1, 2, 4), (2, 6, 4), (3, 5, 2), (4, 2, 2)]
+)
+def test_composed_tracks_land_in_their_density_bins(engine, tok, seed, bars, window):
+    """The grammar steers every track into the bin it asked for, in every window the
+    evaluation measures, whatever the bin: the sparsest, the busiest, drums too."""
+    if window != tok.config.bars_per_window:  # the same vocabulary, other windows and edges
+        tok = MMMTokenizer(tok.config.replace(bars_per_window=window, density_edges=None))
+    rng = np.random.default_rng(seed)
+    bins = [int(b) for b in rng.choice(tok.config.density_bins, size=3, replace=False)]
+    requests = [TrackRequest(p, b) for p, b in zip([0, 33, DRUMS], bins, strict=True)]
+    pieces = finish(compose(_loop(engine, seed), tok, requests, bars=bars, num_samples=2))
+    for piece in pieces:
+        _well_formed(tok, piece, bars)
+        score = piece_to_score(tok, piece)
+        for index, wanted in enumerate(bins):
+            assert set(achieved_density(tok, score, index, bars)) == {wanted}, (index, wanted)
 
 
 def test_infill_changes_only_the_chosen_bars(engine, tok, bach_scores):

@@ -71,6 +71,11 @@ __all__ = ["compare", "evaluate"]
     default=None,
     help="Nucleus filter, 1 for none (default: the model's).",
 )
+@click.option(
+    "--voice-leading/--no-voice-leading",
+    default=None,
+    help="Compose and infill under the voice-leading guard (default: the model's).",
+)
 @click.option("--no-plots", is_flag=True, help="Write report.json and report.md only.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def evaluate(
@@ -86,6 +91,7 @@ def evaluate(
     temperature: float | None,
     top_k: int | None,
     top_p: float | None,
+    voice_leading: bool | None,
     no_plots: bool,
     quiet: bool,
 ) -> None:
@@ -119,6 +125,7 @@ def evaluate(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
+        voice_leading=voice_leading,
         plots=not no_plots,
         progress=say,
     )

@@ -75,6 +75,9 @@ def _common(command: Callable[..., None]) -> Callable[..., None]:
                      help="Sample among the likeliest tokens of total probability P."),
         click.option("--no-grammar", is_flag=True,
                      help="Sample without the grammar mask (research: raw syntax errors)."),
+        click.option("--voice-leading/--no-voice-leading", default=None,
+                     help="Keep four-part voice leading: no parallel fifths or octaves, "
+                          "voices in range (default: the model's; on for bundled:default)."),
         click.option("--save-tokens", metavar="OUT.txt",
                      help="Write the sampled token text, one model sequence per line."),
         click.option("--wav", "audio_path", metavar="OUT.wav",
@@ -100,6 +103,7 @@ def _run(
     top_k: int | None,
     top_p: float | None,
     no_grammar: bool,
+    voice_leading: bool | None,
     save_tokens: str | None,
     audio_path: str | None,
     image_path: str | None,
@@ -114,6 +118,8 @@ def _run(
         "num_samples": num_samples, "seed": seed, "temperature": temperature,
         "top_k": top_k, "top_p": top_p, "constrained": not no_grammar,
     }  # fmt: skip
+    if voice_leading is not None:
+        sampling["voice_leading"] = voice_leading
     args = () if score_arg is None else (score_arg,)
     try:
         events = model.stream(task, *args, **arguments, **sampling)

@@ -2,9 +2,15 @@
 
 A composed track was asked for a ``DENSITY`` bin; what it achieved is the bin of the notes
 it wrote, measured as the encoder measures it (notes sounding in a window of
-``bars_per_window`` bars, binned with the tokenizer's fitted edges, normalized for a
-shorter last window). Each window of each track counts once: ``exact`` is the share whose
-achieved bin equals the requested one, ``within_1`` the share off by at most one bin.
+``bars_per_window`` bars, binned with the tokenizer's fitted edges). Windows tile the piece
+from its first bar, the last one ending on its last bar (overlapping the one before when
+the bars do not divide evenly), as the encoder cuts windows at a hop of a whole window: every
+window measured is one the sampler wrote under the requested ``DENSITY`` token. (A shorter
+tail window, its count scaled up, was measured before: the model is never asked for that
+span, and scaling a count of a few notes moves it across bins one or two notes wide.) Only a
+piece shorter than a window is one window of its own length, scaled as ``density_bin``
+scales it. Each window of each track counts once: ``exact`` is the share whose achieved bin
+equals the requested one, ``within_1`` the share off by at most one bin.
 
 Instruments are forced into the prompt (``INST=…``), so the only way to miss one is to
 leave its track silent: ``instruments_present`` is the share of requested tracks that
@@ -45,17 +51,27 @@ def _bar_ticks(score: ScoreTick, bars: int) -> list[tuple[int, int]]:
     return grid[:bars]
 
 
+def _windows(bars: int, size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` bars of whole windows tiling ``bars`` bars, the last one ending on
+    the last bar; one window of every bar when they are fewer than a window."""
+    if bars <= size:
+        return [(0, bars)]
+    spans = [(start, start + size) for start in range(0, bars - size + 1, size)]
+    if spans[-1][1] < bars:
+        spans.append((bars - size, bars))
+    return spans
+
+
 def achieved_density(tok: MMMTokenizer, score: ScoreTick, track: int, bars: int) -> list[int]:
     """The density bin track ``track`` of a composed score achieved in each window of
-    ``bars_per_window`` bars from the first bar (the last window possibly shorter)."""
+    ``bars_per_window`` bars from the first bar (the last one ending on the last bar)."""
     window = tok.config.bars_per_window
     grid = _bar_ticks(score, bars)
     notes = score.tracks[track].notes.numpy()
     onset = notes["time"].astype(np.int64)
     end = onset + notes["duration"].astype(np.int64)
     out = []
-    for start in range(0, len(grid), window):
-        stop = min(start + window, len(grid))
+    for start, stop in _windows(len(grid), window):
         lo, hi = grid[start][0], grid[stop - 1][1]
         count = int(np.count_nonzero((onset < hi) & (end > lo)))
         out.append(tok.density_bin(count, stop - start))

@@ -161,7 +161,8 @@ class Report:
             f"`{str(d.get('digest'))[:12]}`)",
             f"- samples: {s.get('samples')} × {s.get('bars')} bars, seed {s.get('seed')}, "
             f"temperature {s.get('temperature')}, top-k {s.get('top_k')}, "
-            f"top-p {s.get('top_p')}",
+            f"top-p {s.get('top_p')}"
+            + (", voice-leading guard on" if s.get("voice_leading") else ""),
             "",
             "## Likelihood",
             "",

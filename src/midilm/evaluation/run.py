@@ -63,6 +63,7 @@ def evaluate(
     temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
+    voice_leading: bool | None = None,
     batch_size: int = 8,
     max_sequences: int | None = None,
     plots: bool = True,
@@ -76,7 +77,8 @@ def evaluate(
     sequences of the test and of the train split are decoded for the statistics (``None``:
     all); ``infill_cells``: bars infilled (default ``samples``); ``max_sequences``: cap on
     the sequences scored for likelihood (``None``: the whole split); ``temperature``,
-    ``top_k``, ``top_p``: sampling (default: the model's own defaults).
+    ``top_k``, ``top_p``, ``voice_leading`` (MMM: the voice-leading guard): sampling
+    (default: the model's own defaults).
     """
     from midilm.model.loading import load_model
 
@@ -99,6 +101,8 @@ def evaluate(
         temperature=defaults.temperature if temperature is None else temperature,
         top_k=defaults.top_k if top_k is None else (top_k or None),
         top_p=defaults.top_p if top_p is None else (top_p if top_p < 1 else None),
+        voice_leading=tok.kind == "mmm"
+        and (defaults.voice_leading if voice_leading is None else bool(voice_leading)),
     )
 
     say(f"likelihood of the {chosen!r} split")
@@ -199,6 +203,7 @@ def evaluate(
             "temperature": sampling.temperature,
             "top_k": sampling.top_k,
             "top_p": sampling.top_p,
+            "voice_leading": sampling.voice_leading,
             "max_reference": max_reference,
             "max_sequences": max_sequences,
             "infill_cells": (infill_cells or samples) if infill is not None else None,

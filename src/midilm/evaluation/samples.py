@@ -48,11 +48,14 @@ real music takes, so only a model that never closes its bars reaches it."""
 
 @dataclass(frozen=True)
 class Sampling:
-    """The sampling settings of an evaluation (``None`` switches a filter off)."""
+    """The sampling settings of an evaluation (``None`` switches a filter off;
+    ``voice_leading``: composed and infilled bars are sampled under the voice-leading
+    guard, :mod:`midilm.sampling.voice_leading`)."""
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = 0.95
+    voice_leading: bool = False
 
     def arguments(self, vocab_size: int) -> dict[str, Any]:
         """The same settings as keywords of :meth:`MusicModel.generate` (which reads
@@ -61,6 +64,7 @@ class Sampling:
             "temperature": self.temperature,
             "top_k": self.top_k or vocab_size,
             "top_p": self.top_p or 1.0,
+            "voice_leading": self.voice_leading,
         }
 
 

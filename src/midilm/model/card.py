@@ -25,6 +25,13 @@ _KINDS = {
     ),
 }
 
+_VOICE_LEADING = (
+    "midilm samples this model under its voice-leading guard (`voice_leading`): no "
+    "parallel fifths or octaves between parts, and in a four-part piece each part in its "
+    "soprano, alto, tenor or bass range. `voice_leading=False` (`--no-voice-leading`) "
+    "hears the model alone."
+)
+
 _MODEL_ROWS = (
     ("preset", "preset"),
     ("n_layer", "layers"),
@@ -133,6 +140,8 @@ def render_card(info: dict[str, Any], *, name: str = "midilm model", path: str =
     lines += _table(("metric", "value"), list(metrics.items())) if metrics else ["Not recorded."]
     lines += ["", "## Generation defaults", ""]
     lines += _bullets(info.get("generation") or {}) or ["Not recorded."]
+    if (info.get("generation") or {}).get("voice_leading"):
+        lines += ["", _VOICE_LEADING]
 
     lines += ["", "## How to use it", "", "With midilm (`pip install midilm`):", ""]
     if kind == "remi":

@@ -31,7 +31,9 @@ class GenerationDefaults(FrozenConfig):
     """Sampling defaults. ``temperature=0`` means greedy (always the most likely id);
     ``top_k=None`` and ``top_p=None`` switch those filters off. ``instruments`` and
     ``bars`` are what ``generate()`` composes when not told (MMM models; GM names or
-    numbers; empty: one piano)."""
+    numbers; empty: one piano). ``voice_leading``: MMM sampling keeps four-part voice
+    leading (no parallel fifths or octaves, voices in range; see
+    :mod:`midilm.sampling.voice_leading`), for a model of chorale-like parts."""
 
     temperature: float = 1.0
     top_k: int | None = None
@@ -39,6 +41,7 @@ class GenerationDefaults(FrozenConfig):
     max_new_tokens: int = 512
     instruments: tuple[str, ...] = ()
     bars: int = 8
+    voice_leading: bool = False
 
     def _validate(self) -> None:
         name = type(self).__name__
@@ -52,6 +55,9 @@ class GenerationDefaults(FrozenConfig):
             raise ConfigError(f"{name}.max_new_tokens must be ≥ 1, received {self.max_new_tokens}")
         if self.bars < 1:
             raise ConfigError(f"{name}.bars must be ≥ 1, received {self.bars}")
+        if not isinstance(self.voice_leading, bool):
+            raise ConfigError(f"{name}.voice_leading must be true or false, received "
+                              f"{self.voice_leading!r}")  # fmt: skip
 
     def to_generation_config(
         self,
@@ -78,6 +84,8 @@ class GenerationDefaults(FrozenConfig):
             )
         else:
             settings["do_sample"] = False
+        if self.voice_leading:  # midilm's own setting; Transformers keeps and ignores it
+            settings["voice_leading"] = True
         return GenerationConfig(**settings)
 
     @classmethod
@@ -93,12 +101,14 @@ class GenerationDefaults(FrozenConfig):
             temperature = data.get("temperature")
             temperature = defaults.temperature if temperature is None else temperature
         top_p = data.get("top_p", defaults.top_p)
+        voice_leading = data.get("voice_leading", defaults.voice_leading)
         try:
             return cls(
                 temperature=float(temperature),
                 top_k=data.get("top_k") or None,
                 top_p=None if top_p is not None and top_p >= 1.0 else top_p,
                 max_new_tokens=data.get("max_new_tokens") or defaults.max_new_tokens,
+                voice_leading=voice_leading,
             )
         except TypeError as err:  # a number that is not one (a string, a list…)
             raise ConfigError(f"generation settings: {err}") from err

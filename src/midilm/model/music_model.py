@@ -41,8 +41,10 @@ class MusicModel:
     Sampling methods (:meth:`generate`, :meth:`infill`, :meth:`add_track`,
     :meth:`regenerate_track`) return a ``symusic.Score``, or a list when ``num_samples``
     > 1, and take the sampling keywords ``temperature``, ``top_k``, ``top_p`` (default:
-    :attr:`generation`), ``seed`` (same seed, same music), ``num_samples`` and
-    ``constrained`` (``False`` switches the grammar mask off, for research). Indices of
+    :attr:`generation`), ``seed`` (same seed, same music), ``num_samples``,
+    ``constrained`` (``False`` switches the grammar mask off, for research) and
+    ``voice_leading`` (MMM: no parallel fifths or octaves, four voices in range; default
+    :attr:`generation`, see :mod:`midilm.sampling.voice_leading`). Indices of
     tracks and bars start at 0. Bad arguments raise
     :class:`~midilm.errors.GenerationRequestError` before any sampling.
     """

@@ -40,7 +40,9 @@ Density = int | str | None
 
 @dataclass(frozen=True)
 class Sampling:
-    """The sampling settings of one request, checked."""
+    """The sampling settings of one request, checked. ``voice_leading``: sample MMM
+    tracks under the voice-leading guard (:mod:`midilm.sampling.voice_leading`); it narrows
+    the grammar's mask, so it has no effect with ``constrained=False``."""
 
     temperature: float
     top_k: int | None
@@ -48,6 +50,7 @@ class Sampling:
     seed: int | None
     num_samples: int
     constrained: bool = True
+    voice_leading: bool = False
 
     def __post_init__(self) -> None:
         if not _is_number(self.temperature) or self.temperature < 0:
@@ -63,6 +66,9 @@ class Sampling:
                 "num_samples",
                 f"num_samples must be an integer in 1–{MAX_SAMPLES}, received {self.num_samples!r}",
             )
+        if not isinstance(self.voice_leading, bool):
+            _fail("voice_leading", f"voice_leading must be true or false, received "
+                                   f"{self.voice_leading!r}")  # fmt: skip
 
 
 def check_bars(bars: object, *, field: str = "bars") -> int:

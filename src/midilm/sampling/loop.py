@@ -105,7 +105,7 @@ class TokenLoop:
             allowed = None
             if self.use_grammar:
                 masks = [
-                    c.state.allowed() if not c.done else _first_only(logits.shape[1])
+                    c.state.sampling_mask() if not c.done else _first_only(logits.shape[1])
                     for c in candidates
                 ]
                 allowed = torch.from_numpy(np.stack(masks)).to(logits.device)

@@ -23,6 +23,7 @@ from symusic.core import NoteTickList, ScoreTick, TempoTick, TimeSignatureTick, 
 from midilm.sampling.loop import TokenLoop
 from midilm.sampling.script import Script, Until, finish, run_scripts, until_token
 from midilm.score.meter import Bar, Meter
+from midilm.tokenization.grammar import GrammarState
 from midilm.tokenization.mmm import MMMTokenizer, Piece, PieceTrack
 from midilm.tokenization.mmm_vocab import DRUMS, Kind
 
@@ -65,8 +66,10 @@ def compose(
     meter: str | None = None,
     num_samples: int = 1,
     trace: Trace | None = None,
+    voice_leading: bool = False,
 ) -> Steps:
-    """New pieces of ``bars`` bars with the requested tracks."""
+    """New pieces of ``bars`` bars with the requested tracks (``voice_leading``: sample
+    under :mod:`~midilm.sampling.voice_leading`'s guard)."""
     if bars < 1:
         raise ValueError(f"bars must be ≥ 1, received {bars}")
     if not tracks:
@@ -74,7 +77,8 @@ def compose(
     meter = meter or (tok.config.meters or ("4/4",))[0]
     pieces = [_empty_piece(tok, tracks, bars, meter) for _ in range(num_samples)]
     densities = [_density(tok, r, None) for r in tracks]
-    yield from _write_bars(loop, tok, pieces, list(range(len(tracks))), densities, 0, bars, trace)
+    yield from _write_bars(loop, tok, pieces, list(range(len(tracks))), densities, 0, bars, trace,
+                           voice_leading)  # fmt: skip
     return pieces
 
 
@@ -87,6 +91,7 @@ def continue_piece(
     densities: Sequence[int | None] | None = None,
     num_samples: int = 1,
     trace: Trace | None = None,
+    voice_leading: bool = False,
 ) -> Steps:
     """The prompt with ``bars`` more bars in every track (in the meter of its last bar)."""
     if bars < 1:
@@ -98,7 +103,7 @@ def continue_piece(
         d if d is not None else _context_density(tok, prompt, i) for i, d in enumerate(wanted)
     ]
     yield from _write_bars(loop, tok, pieces, list(range(len(prompt.tracks))), chosen, start,
-                           start + bars, trace)  # fmt: skip
+                           start + bars, trace, voice_leading)  # fmt: skip
     return pieces
 
 
@@ -110,12 +115,14 @@ def add_track(
     *,
     num_samples: int = 1,
     trace: Trace | None = None,
+    voice_leading: bool = False,
 ) -> Steps:
     """The piece with one more track, written against all the others."""
     pieces = [_with_track(piece, track.program) for _ in range(num_samples)]
     new = len(piece.tracks)
     density = _density(tok, track, None)
-    yield from _write_bars(loop, tok, pieces, [new], [density], 0, len(piece.bars), trace)
+    yield from _write_bars(loop, tok, pieces, [new], [density], 0, len(piece.bars), trace,
+                           voice_leading)  # fmt: skip
     return pieces
 
 
@@ -127,6 +134,7 @@ def infill(
     *,
     num_samples: int = 1,
     trace: Trace | None = None,
+    voice_leading: bool = False,
 ) -> Steps:
     """The piece with the bars ``(track, bar)`` written anew; nothing else changes."""
     window = tok.config.bars_per_window
@@ -149,7 +157,7 @@ def infill(
         first = group[0][1]
         start = max(0, min(first, len(piece.bars) - window))
         stop = min(start + window, len(piece.bars))
-        _infill_window(loop, tok, pieces, group, start, stop, trace)
+        _infill_window(loop, tok, pieces, group, start, stop, trace, voice_leading)
         done += len({bar for _, bar in group})
         yield done, len({bar for _, bar in todo}), pieces
     return pieces
@@ -165,6 +173,7 @@ def _write_bars(
     first: int,
     stop: int,
     trace: Trace | None,
+    voice_leading: bool = False,
 ) -> Steps:
     """Sample bars ``[first, stop)`` of the ``targets`` tracks in every piece, a window at a
     time; other tracks are context."""
@@ -177,7 +186,8 @@ def _write_bars(
         spans.append((max(0, new_to - window), new_from, new_to))
         new_from = new_to
     for start, new_from, new_to in spans:
-        _sample_window(loop, tok, pieces, targets, densities, start, new_from, new_to, trace)
+        _sample_window(loop, tok, pieces, targets, densities, start, new_from, new_to, trace,
+                       voice_leading)  # fmt: skip
         yield new_to - first, stop - first, pieces
     return pieces
 
@@ -192,6 +202,7 @@ def _sample_window(
     new_from: int,
     new_to: int,
     trace: Trace | None,
+    voice_leading: bool = False,
 ) -> None:
     vocab = tok.vocab
     bars = pieces[0].bars[start:new_to]
@@ -218,7 +229,14 @@ def _sample_window(
                 items.append(track_end)
         scripts.append(Script(items))
     grammar = tok.grammar(bars=len(bars), allow_placeholders=False, bar_meters=meters)
-    states = [grammar.start() for _ in pieces]
+    states: list[GrammarState] = [grammar.start() for _ in pieces]
+    if voice_leading:
+        from midilm.sampling.voice_leading import guard_window
+
+        # The task feeds a track it writes up to its new bars, and one it keeps whole.
+        known = [new_from if i in targets else new_to for i in range(len(pieces[0].tracks))]
+        states = [guard_window(state, tok, piece, start, new_to, known)  # type: ignore[arg-type]
+                  for state, piece in zip(states, pieces, strict=True)]  # fmt: skip
     list(run_scripts(loop, header, states, scripts))
     offset = bars[0].start_ticks
     new_start = pieces[0].bars[new_from].start_ticks - offset
@@ -242,6 +260,7 @@ def _infill_window(
     start: int,
     stop: int,
     trace: Trace | None,
+    voice_leading: bool = False,
 ) -> None:
     vocab = tok.vocab
     fill_start, fill_end = vocab.bare_id(Kind.FILL_START), vocab.bare_id(Kind.FILL_END)
@@ -256,7 +275,13 @@ def _infill_window(
     for _ in order:
         items += [fill_start, until_token(fill_end, "fill")]
     scripts = [Script(list(items)) for _ in pieces]
-    list(run_scripts(loop, prompt, [grammar.start() for _ in pieces], scripts))
+    states: list[GrammarState] = [grammar.start() for _ in pieces]
+    if voice_leading:
+        from midilm.sampling.voice_leading import guard_fills
+
+        states = [guard_fills(state, tok, piece, start, stop, order)  # type: ignore[arg-type]
+                  for state, piece in zip(states, pieces, strict=True)]  # fmt: skip
+    list(run_scripts(loop, prompt, states, scripts))
     _record(trace, [prompt + _ids(script) for script in scripts])
     for piece, script in zip(pieces, scripts, strict=True):
         for (track, bar), answer in zip(order, script.spans, strict=True):

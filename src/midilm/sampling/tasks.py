@@ -145,6 +145,11 @@ def _plan_generate(
                     f"{name}: a REMI model writes one piano stream in 4/4; {name} needs an "
                     "MMM model", field=name,
                 )  # fmt: skip
+        if sampling.get("voice_leading"):
+            raise GenerationRequestError(
+                "voice_leading: the guard keeps the voices of a multi-track piece apart; a "
+                "REMI model writes one piano stream", field="voice_leading",
+            )  # fmt: skip
         return _plan_remi(model, score, bars, settings, tempo)
     tok = _mmm(model)
     loop, trace = _loop(model, settings), []
@@ -159,7 +164,8 @@ def _plan_generate(
         densities = resolve_densities(tok, density, len(piece.tracks))
         first = len(piece.bars)
         steps = mmm_tasks.continue_piece(loop, tok, piece, bars, densities=densities,
-                                         num_samples=settings.num_samples, trace=trace)  # fmt: skip
+                                         num_samples=settings.num_samples, trace=trace,
+                                         voice_leading=settings.voice_leading)  # fmt: skip
         return _Plan(steps, lambda pieces: [with_new_bars(score, p, first, tok) for p in pieces],
                      trace, tok.id_to_token)  # fmt: skip
     programs = resolve_instruments(
@@ -170,7 +176,8 @@ def _plan_generate(
     chosen_meter = resolve_meter(tok, meter)
     bpm = float(tempo) if tempo is not None else 120.0
     steps = mmm_tasks.compose(loop, tok, requests, bars, meter=chosen_meter,
-                              num_samples=settings.num_samples, trace=trace)  # fmt: skip
+                              num_samples=settings.num_samples, trace=trace,
+                              voice_leading=settings.voice_leading)  # fmt: skip
     return _Plan(
         steps,
         lambda pieces: [mmm_tasks.piece_to_score(tok, p, tempo_bpm=bpm) for p in pieces],
@@ -211,7 +218,7 @@ def _plan_infill(
     cells = sorted({(mapping.index(t), b) for t in tracks for b in wanted})
     loop, trace = _loop(model, settings), []
     steps = mmm_tasks.infill(loop, tok, piece, cells, num_samples=settings.num_samples,
-                             trace=trace)  # fmt: skip
+                             trace=trace, voice_leading=settings.voice_leading)  # fmt: skip
     return _Plan(steps, lambda pieces: [with_cells(original, p, cells, tok) for p in pieces],
                  trace, tok.id_to_token)  # fmt: skip
 
@@ -228,7 +235,7 @@ def _plan_add_track(
     request = TrackRequest(program, density_bin(tok, density))
     loop, trace = _loop(model, settings), []
     steps = mmm_tasks.add_track(loop, tok, piece, request, num_samples=settings.num_samples,
-                                trace=trace)  # fmt: skip
+                                trace=trace, voice_leading=settings.voice_leading)  # fmt: skip
     return _Plan(steps, lambda pieces: [with_new_track(original, p.tracks[-1], tok)
                                         for p in pieces], trace, tok.id_to_token)  # fmt: skip
 
@@ -249,7 +256,8 @@ def _plan_regenerate_track(
         chosen = tok.density_bin(len(old.onset), len(piece.bars))
     loop, trace = _loop(model, settings), []
     steps = mmm_tasks.add_track(loop, tok, others, TrackRequest(old.program, chosen),
-                                num_samples=settings.num_samples, trace=trace)  # fmt: skip
+                                num_samples=settings.num_samples, trace=trace,
+                                voice_leading=settings.voice_leading)  # fmt: skip
     return _Plan(steps, lambda pieces: [with_track_replaced(original, index, p.tracks[-1], tok)
                                         for p in pieces], trace, tok.id_to_token)  # fmt: skip
 
@@ -296,6 +304,7 @@ def _sampling(
     seed: int | None = None,
     num_samples: int = 1,
     constrained: bool = True,
+    voice_leading: bool | None = None,
 ) -> Sampling:
     defaults = model.generation
     return Sampling(
@@ -305,6 +314,7 @@ def _sampling(
         seed=seed,
         num_samples=num_samples,
         constrained=bool(constrained),
+        voice_leading=defaults.voice_leading if voice_leading is None else voice_leading,
     )
 
 

@@ -212,10 +212,14 @@ class SamplingParams(_Strict):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     num_samples: int = Field(1, ge=1, le=MAX_CANDIDATES, description="candidates to write")
     constrained: bool | None = Field(None, description="false lifts the grammar mask (research)")
+    voice_leading: bool | None = Field(
+        None, description="no parallel fifths or octaves, four voices in range (MMM)"
+    )
 
     def sampling_kwargs(self) -> dict[str, Any]:
         """The sampling keyword arguments of the model's methods that were given."""
-        names = ("temperature", "top_k", "top_p", "seed", "num_samples", "constrained")
+        names = ("temperature", "top_k", "top_p", "seed", "num_samples", "constrained",
+                 "voice_leading")  # fmt: skip
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 

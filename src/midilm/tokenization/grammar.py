@@ -3,7 +3,10 @@
 Each tokenizer provides a :class:`Grammar`. Its state machine answers two questions after
 every token: *which ids may come next* (the sampler masks logits with it, so output is always
 well-formed) and *was this token allowed* (the evaluator counts violations, the syntax-error
-rate). One machine serves both, so the sampler and the metric cannot disagree.
+rate). One machine serves both, so the sampler and the metric cannot disagree. A sampler
+reads :meth:`GrammarState.sampling_mask`: the legal ids, narrowed where the sequence asks for
+something a sampler can honour (an MMM track's density bin); that narrowing only steers
+sampling and is never counted as an error.
 
 Violation kinds follow the token syntax errors (TSE) of *Byte Pair Encoding for Symbolic
 Music* (Fradet et al., 2023): a token type that may not follow the previous one, time that
@@ -51,6 +54,12 @@ class GrammarState(Protocol):
 
     def allowed(self) -> np.ndarray:
         """Boolean mask over the vocabulary of ids that may come next (never all False)."""
+        ...
+
+    def sampling_mask(self) -> np.ndarray:
+        """The ids a sampler may choose: ``allowed()``, or fewer where the sequence asked
+        for something the grammar cannot check but a sampler can honour (an MMM track's
+        density bin). Never all False."""
         ...
 
     def advance(self, token_id: int) -> Violation | None: ...

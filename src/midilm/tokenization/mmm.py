@@ -246,6 +246,22 @@ class MMMTokenizer:
             note_count = note_count * unit / max(num_bars, 1)
         return int(np.digitize(note_count, self._step_edges))
 
+    def density_range(self, bin_: int, num_bars: int | None = None) -> tuple[int, int | None]:
+        """The note counts over ``num_bars`` bars that :meth:`density_bin` puts in ``bin_``,
+        as ``(fewest, most)`` (``most`` None: no upper bound, the top bin). A bin no whole
+        count reaches (edges closer than one note once scaled to a short window) gives the
+        counts of the nearest bins instead, so that a sampler can always land within one."""
+        unit = 1 if self.config.density_placement == "bar" else self.config.bars_per_window
+        bars = unit if num_bars is None else max(num_bars, 1)
+        top = float(self._step_edges[-1]) if len(self._step_edges) else 0.0
+        limit = int(np.ceil(top * bars / unit)) + 1  # this count and more: the top bin
+        counts = np.arange(limit + 1)
+        bins = np.array([self.density_bin(int(c), bars) for c in counts])
+        distance = np.abs(bins - bin_)
+        chosen = counts[distance == distance.min()]
+        most = int(chosen.max())
+        return int(chosen.min()), None if most == limit else most
+
     def fit_density(self, scores: Iterable[ScoreTick], hop: int | None = None) -> MMMTokenizer:
         """A tokenizer whose density edges are the percentiles of the given training pieces
         at ``range(100 // bins, 100, 100 // bins)``, over windows (or bars) with notes."""
@@ -381,9 +397,7 @@ class MMMTokenizer:
             raise ValueError(f"bars must lie within 0–{len(piece.bars)}, received {start}–{stop}")
         if track_order is not None:
             order = [int(i) for i in track_order]
-            if len(set(order)) != len(order) or not all(
-                0 <= i < len(piece.tracks) for i in order
-            ):
+            if len(set(order)) != len(order) or not all(0 <= i < len(piece.tracks) for i in order):
                 raise ValueError(
                     f"track_order must list track indices (0–{len(piece.tracks) - 1}) at most "
                     f"once each, received {list(track_order)}"
@@ -663,14 +677,21 @@ class MMMTokenizer:
         *,
         allow_placeholders: bool = True,
         bar_meters: list[str] | None = None,
+        control_density: bool = True,
     ) -> MMMGrammar:
         """The state machine of which id may follow (``bars``: bars per track, if known;
         ``allow_placeholders=False`` when composing, where ``FILL_IN`` makes no sense;
-        ``bar_meters``: the meter of every bar, when the bar grid is given)."""
+        ``bar_meters``: the meter of every bar, when the bar grid is given;
+        ``control_density=False``: its sampling mask does not steer tracks into their
+        ``DENSITY`` bins)."""
         from midilm.tokenization.mmm_grammar import MMMGrammar
 
         return MMMGrammar(
-            self, bars=bars, allow_placeholders=allow_placeholders, bar_meters=bar_meters
+            self,
+            bars=bars,
+            allow_placeholders=allow_placeholders,
+            bar_meters=bar_meters,
+            control_density=control_density,
         )
 
     def hf_tokenizer_json(self) -> str:

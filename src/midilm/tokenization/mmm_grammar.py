@@ -7,11 +7,19 @@ step, and the deltas never pass the bar's length. Notes may sound across bar lin
 closed before their track ends; a fill answer closes every note it opens.
 
 The same machine masks logits while sampling and counts syntax errors in evaluation.
+
+A sampler also asks it for :meth:`MMMGrammarState.sampling_mask`: the legal ids narrowed so
+that each track lands in the note count of its ``DENSITY`` bin (a model alone misses bins
+one or two notes wide). ``NOTE_ON`` is forbidden once the track has the bin's most notes;
+ending the track is forbidden while it has fewer than the fewest, and time may not run so
+far ahead that the notes still owed no longer fit at a plausible pace. This steers sampling
+only: a sequence outside its bin is still well-formed, never a violation.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -25,6 +33,17 @@ if TYPE_CHECKING:
     from midilm.tokenization.mmm import MMMTokenizer
 
 __all__ = ["MMMGrammar", "MMMGrammarState"]
+
+_NO_LIMIT = 1 << 30  # the most notes of the top density bin
+DENSITY_PACE = 2.0
+"""How far behind or ahead of its bin a track may run before the mask steps in: time may not
+pass the point from which the notes still owed need more than this many times the bin's
+average rate (nor more than a note per step, the hard limit, always kept), and a note waits
+while fewer than 1 / DENSITY_PACE of that rate would be left for the time still to come.
+Measured on the bundled model (96 pieces × 4 voices at random bins): as many notes start in
+a window's last eighth as without steering (0.20 per track; the hard limits alone cram 0.42)
+and nearly as few tracks end on a silent bar (2.6 %; 1.8 % unsteered, 6.5 % with the hard
+limits alone)."""
 
 
 class Phase(enum.IntEnum):
@@ -49,7 +68,8 @@ class MMMGrammar:
     ``None`` lets the first track set it. ``allow_placeholders=False`` forbids ``FILL_IN``
     (a sampler composing music never wants a placeholder). ``bar_meters`` fixes the meter of
     each bar (a sampler writing into a known bar grid): the first track may then not change
-    meter where the grid does not."""
+    meter where the grid does not. ``control_density=False`` leaves
+    :meth:`MMMGrammarState.sampling_mask` equal to the legal ids (no density steering)."""
 
     def __init__(
         self,
@@ -57,6 +77,7 @@ class MMMGrammar:
         bars: int | None = None,
         allow_placeholders: bool = True,
         bar_meters: list[str] | None = None,
+        control_density: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
         self.config = tokenizer.config
@@ -82,6 +103,27 @@ class MMMGrammar:
             for m in v.meters
         }
         self.default_meter = (self.config.meters or ("4/4",))[0]
+        self.control_density = control_density
+        # What density steering keeps: all but NOTE_ON, all but BAR_END, and (row r) all
+        # but the TIME_DELTA ids advancing more than r steps.
+        self._not_note_on = ~self._kind_masks[Kind.NOTE_ON]
+        self._not_bar_end = ~self._kind_masks[Kind.BAR_END]
+        self._delta_within = ~(self._kind_masks[Kind.TIME_DELTA][None, :] & ~upto)
+        # _bar_offsets[j]: steps before bar j of the fixed grid.
+        self._bar_offsets = (
+            np.concatenate([[0], np.cumsum([self.bar_steps(m) for m in bar_meters])]).tolist()
+            if bar_meters
+            else None
+        )
+        self._ranges: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def density_range(self, bin_: int, num_bars: int) -> tuple[int, int]:
+        """Fewest and most notes of density ``bin_`` over ``num_bars`` bars (cached)."""
+        key = (bin_, num_bars)
+        if key not in self._ranges:
+            fewest, most = self.tokenizer.density_range(bin_, num_bars)
+            self._ranges[key] = (fewest, _NO_LIMIT if most is None else most)
+        return self._ranges[key]
 
     def start(self) -> MMMGrammarState:
         return MMMGrammarState(self)
@@ -93,6 +135,11 @@ class MMMGrammar:
         return self._meter_steps.get(meter) or int(
             Meter.parse(meter).quarters_per_bar * self.config.steps_per_quarter
         )
+
+
+def _unless_empty(mask: np.ndarray, legal: np.ndarray) -> np.ndarray:
+    """``mask``, or ``legal`` where steering left nothing (a vocabulary lacking a delta)."""
+    return mask if mask.any() else legal
 
 
 class MMMGrammarState:
@@ -119,6 +166,18 @@ class MMMGrammarState:
         self._bar_is_empty = True  # no event yet in the current bar
         self._mask_at = -1  # position at which _mask was computed
         self._mask = np.zeros(0, dtype=bool)
+        self._steered_at = -1  # position at which _steered was computed
+        self._steered = self._mask
+        # The density the current track (or bar, with per-bar density) must land in.
+        self.density_active = False
+        self.density_notes = 0  # NOTE_ONs counted against it so far
+        self.density_fewest = 0
+        self.density_most = _NO_LIMIT
+        self._density_last_bar = -1  # the bar that ends its span
+        self._rate = 1.0  # the pace owed notes are asked for, in notes per step
+        self._reserve_div = 1  # steps in its span × DENSITY_PACE
+        self._after_bar = -2  # the bar _after_steps was computed for
+        self._after_steps = 0  # steps in its span after that bar
 
     # ------------------------------------------------------------------ queries
     @property
@@ -154,6 +213,78 @@ class MMMGrammarState:
         self._mask = self._compute_allowed()
         self._mask_at = self.position
         return self._mask
+
+    def sampling_mask(self) -> np.ndarray:
+        """The legal ids a sampler may choose so that the track lands in its density bin
+        (see the module's docstring); shared, so read-only. Never all False: where steering
+        would leave nothing, the legal ids stand."""
+        if self._steered_at == self.position:
+            return self._steered
+        mask = self.allowed()
+        if self.density_active and self.phase in (Phase.IN_BAR, Phase.BAR_METER):
+            mask = self._steer(mask)
+        self._steered = mask
+        self._steered_at = self.position
+        return mask
+
+    def _steer(self, legal: np.ndarray) -> np.ndarray:
+        g = self.g
+        notes, fewest, most = self.density_notes, self.density_fewest, self.density_most
+        if notes >= most:  # (then no note is owed: fewest ≤ most)
+            return _unless_empty(legal & g._not_note_on, legal)
+        owed = fewest - notes
+        if owed <= 0 and most == _NO_LIMIT:
+            return legal
+        left = max(self.bar_length - self.time, 0)  # steps left in this bar
+        last = self.bar >= self._density_last_bar
+        ahead = left  # steps a note may still start on
+        if not last:
+            if self._after_bar != self.bar:
+                self._after_bar, self._after_steps = self.bar, self._steps_after_bar()
+            ahead += self._after_steps
+        # Keep notes for the time still to come, at 1 / DENSITY_PACE of the bin's average
+        # rate, so that a busy start does not leave the last bars silent.
+        spend = notes < most - (ahead - 1) * most // self._reserve_div
+        if owed <= 0:
+            return legal if spend else _unless_empty(legal & g._not_note_on, legal)
+        # A note per step at most keeps the count reachable without chords; the pace asks
+        # for the owed notes at DENSITY_PACE × the bin's average rate, but never stops
+        # time altogether while a step is to spare.
+        reach = max(0, ahead - math.ceil(owed / self._rate), min(1, ahead - owed))
+        mask = legal
+        if reach < min(left, len(g._delta_within) - 1):
+            mask = mask & g._delta_within[reach]  # time may move this far at most
+        if last or left > reach:
+            mask = mask & g._not_bar_end
+        if not spend and reach > 0:  # a note may wait: time can still move
+            mask = mask & g._not_note_on
+        return mask if mask is legal else _unless_empty(mask, legal)
+
+    def _steps_after_bar(self) -> int:
+        """Steps in the bars after the current one, up to the end of the density's span."""
+        later = self._density_last_bar - self.bar
+        offsets = self.g._bar_offsets
+        if offsets is not None and self._density_last_bar + 1 < len(offsets):
+            return offsets[self._density_last_bar + 1] - offsets[self.bar + 1]
+        return later * self.bar_length
+
+    def _start_density(
+        self, bin_: int, bars: int, last_bar: int, steps: int, *, sound: bool = False
+    ) -> None:
+        """``sound``: a track asked for must sound, whatever its bin allows (the lowest bin
+        of a track's window counts from zero notes; a bar of its own may rest)."""
+        fewest, most = self.g.density_range(bin_, bars)
+        if sound and most > 0:
+            fewest = max(fewest, 1)
+        self.density_fewest, self.density_most = fewest, most
+        self.density_active = self.g.control_density
+        self.density_notes = 0
+        self._density_last_bar = last_bar
+        steps = max(steps, 1)
+        self._rate = min(1.0, DENSITY_PACE * self.density_fewest / steps) or 1.0
+        self._reserve_div = math.ceil(steps * DENSITY_PACE)
+        self._after_bar = -2  # the bar _after_steps was computed for
+        self._after_steps = 0
 
     def _compute_allowed(self) -> np.ndarray:
         g, v, phase = self.g, self.g.vocab, self.phase
@@ -314,6 +445,7 @@ class MMMGrammarState:
             pass
         elif kind is Kind.TRACK_START:
             self._close_track()
+            self.density_active = False
             self.track += 1
             self.bar = -1
             self.origin = 0
@@ -326,14 +458,26 @@ class MMMGrammarState:
         elif kind is Kind.DENSITY:
             if self.phase is Phase.DENSITY:
                 self.phase = Phase.BAR
+                bars = self.bars_expected
+                if bars is not None:  # the first track of a free sequence: unknown length
+                    offsets = g._bar_offsets
+                    steps = (
+                        offsets[bars]
+                        if offsets is not None and bars < len(offsets)
+                        else bars * self.bar_length
+                    )
+                    self._start_density(value, bars, bars - 1, steps, sound=True)
             elif self.phase in (Phase.BAR_DENSITY, Phase.BAR_METER):
                 self.phase = Phase.IN_BAR
+                self._start_density(value, 1, self.bar, self.bar_length)
         elif kind is Kind.BAR_START:
             if self.bar >= 0:
                 self.origin += self.bar_length
             self.bar += 1
             self.time = 0
             self._bar_is_empty = True
+            if g.config.density_placement == "bar":
+                self.density_active = False  # until this bar's DENSITY
             if self.track == 0:
                 self.first_track_meters.append(self.meter)
             if g.config.meter_tokens:
@@ -348,6 +492,7 @@ class MMMGrammarState:
             self._close_track()
             self.phase = Phase.AFTER_TRACK
         elif kind is Kind.FILL_IN:
+            self.density_active = False  # the placeholder's notes are not known here
             self.placeholders.append(self.bar_length)
             self.phase = Phase.PLACEHOLDER
         elif kind is Kind.FILL_START:
@@ -370,6 +515,8 @@ class MMMGrammarState:
                 self.phase = Phase.IN_BAR
             self._bar_is_empty = False
             if kind is Kind.NOTE_ON:
+                if self.phase is not Phase.IN_FILL:
+                    self.density_notes += 1
                 self.sounding[value] += 1
                 self.onset[value] = self.now
             elif kind is Kind.NOTE_OFF:

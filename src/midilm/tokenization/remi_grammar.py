@@ -349,6 +349,10 @@ class REMIGrammarState:
             return mask
         return out
 
+    def sampling_mask(self) -> np.ndarray:
+        """REMI takes no controls to steer: the legal ids."""
+        return self.allowed()
+
     def advance(self, token_id: int) -> Violation | None:
         g = self._g
         index = self._index
