@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,11 @@ def main() -> None:
     if curve:
         extras += ["", "## Training curve", "", "![training curve](training-curve.png)"]
     if args.report is not None:
-        shutil.copyfile(args.report / "report.json", target / "evaluation.json")
+        evaluation = json.loads((args.report / "report.json").read_text(encoding="utf-8"))
+        for section in ("model", "dataset"):  # no paths of the machine it was built on
+            if (evaluation.get(section) or {}).get("path"):
+                evaluation[section]["path"] = Path(evaluation[section]["path"]).name
+        atomic_write_text(target / "evaluation.json", json.dumps(evaluation, indent=2) + "\n")
         report = (args.report / "report.md").read_text(encoding="utf-8")
         extras += ["", "## Evaluation", "", _demote_headings(report)]
     extras += ["", "## Reproduce", "", "From a clone of midilm:", "", "```sh", args.command,

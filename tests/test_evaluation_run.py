@@ -125,11 +125,9 @@ def test_every_report_field_is_present_and_in_range(report_dir):
 
     infill = data["infill"]
     assert infill["cells"] > 0
-    assert all(
-        row["infill_vs_original"] is None or _in_unit(row["infill_vs_original"])
-        for row in infill["features"].values()
-    )
-    assert _in_unit(infill["mean"]["infill_vs_original"])
+    for key in ("infill_vs_original", "composed_vs_original"):  # and its same-shape baseline
+        assert all(row[key] is None or _in_unit(row[key]) for row in infill["features"].values())
+        assert _in_unit(infill["mean"][key])
 
     speed = data["speed"]
     assert speed["tokens"] > 0 and speed["tokens_per_s"] > 0

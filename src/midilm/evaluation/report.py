@@ -11,7 +11,8 @@ loss, perplexity, bits per token and per note); ``syntax`` (``unconstrained`` an
 within one bin, instruments present); ``statistics`` (per feature, the overlapping area of
 samples vs test and of test vs train, the ceiling); ``voice_leading`` (samples and test:
 parallels per 100 motions, share of notes in range); ``infill`` (per feature, infilled bars
-vs the bars they replaced); ``speed`` (tokens per second and seconds per bar of the
+vs the bars they replaced, and as many bars of one track of the composed pieces vs the same
+bars: the baseline of the same shape); ``speed`` (tokens per second and seconds per bar of the
 composing runs, one piece at a time through the public API); ``notes``.
 """
 
@@ -212,17 +213,19 @@ class Report:
         ]
         header = ["feature", "samples vs test", "test vs train (ceiling)"]
         if infill:
-            header.append("infill vs original")
+            header += ["infill vs original", "composed bar vs original"]
         rows = []
         for name, row in (stats.get("features") or {}).items():
             cells = [name, row.get("samples_vs_test"), row.get("test_vs_train")]
             if infill:
-                cells.append((infill.get(name) or {}).get("infill_vs_original"))
+                feature = infill.get(name) or {}
+                cells += [feature.get("infill_vs_original"), feature.get("composed_vs_original")]
             rows.append(cells)
         mean = stats.get("mean") or {}
         last = ["**mean**", mean.get("samples_vs_test"), mean.get("test_vs_train")]
         if infill:
-            last.append(((self.infill or {}).get("mean") or {}).get("infill_vs_original"))
+            infill_mean = (self.infill or {}).get("mean") or {}
+            last += [infill_mean.get("infill_vs_original"), infill_mean.get("composed_vs_original")]
         rows.append(last)
         lines += [_table(header, rows), ""]
         if self.voice_leading is not None:
