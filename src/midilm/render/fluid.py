@@ -354,14 +354,17 @@ def _rows(time: np.ndarray, kind: int, channel: int, a: Any, b: Any) -> np.ndarr
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_synth(soundfont: str, mtime_ns: int, size: int) -> FluidSynth:
-    del mtime_ns, size  # part of the key only: a replaced file is loaded again
+def _cached_synth(soundfont: str, mtime_ns: int, size: int, library: int) -> FluidSynth:
+    del mtime_ns, size, library  # part of the key only: a replaced file is loaded again
     return FluidSynth(soundfont)
 
 
 def get_synth(soundfont: str | os.PathLike[str]) -> FluidSynth:
     """FluidSynth with ``soundfont`` loaded, shared with earlier calls for the same file (the
     last two soundfonts stay loaded: FluidR3_GM takes 0.2 s to load)."""
+    # The library is asked for first, every time: a synthesizer loaded earlier must not
+    # play once the library is turned off or another one is named (MIDILM_FLUIDSYNTH_LIBRARY).
+    library = _require_lib()
     path = Path(soundfont).resolve()
     stat = path.stat()
-    return _cached_synth(str(path), stat.st_mtime_ns, stat.st_size)
+    return _cached_synth(str(path), stat.st_mtime_ns, stat.st_size, id(library))
