@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from midilm.evaluation.statistics import PieceNotes, TrackNotes
+from midilm.score.voices import VOICE_RANGES, VOICES
 
 __all__ = [
     "VOICES",
@@ -38,14 +39,6 @@ __all__ = [
     "four_voices",
     "voice_leading_stats",
 ]
-
-VOICES = ("soprano", "alto", "tenor", "bass")
-VOICE_RANGES: dict[str, tuple[int, int]] = {
-    "soprano": (60, 79),  # C4–G5
-    "alto": (55, 74),  # G3–D5
-    "tenor": (48, 67),  # C3–G4
-    "bass": (40, 60),  # E2–C4
-}
 
 
 @dataclass

@@ -18,7 +18,7 @@ about to choose a ``NOTE_ON``, it narrows the pitches:
   quartet music21's ``parallelFifth``/``parallelOctave`` flag (checked over 1.4 million
   quartets), and parallel unisons too.
 - **Ranges**: in a piece of exactly four pitched tracks, each track's notes stay in its
-  voice's :data:`~midilm.evaluation.voice_leading.VOICE_RANGES`. Roles follow the mean pitch
+  voice's :data:`~midilm.score.voices.VOICE_RANGES`. Roles follow the mean pitch
   of the notes known so far (a user's piece may list its parts in any order); tracks with
   no notes yet (a new piece, a part being added) take the roles left, in track order.
 
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from midilm.evaluation.voice_leading import VOICE_RANGES, VOICES
+from midilm.score.voices import VOICE_RANGES, VOICES
 from midilm.tokenization.grammar import Violation
 from midilm.tokenization.mmm import MMMTokenizer, Piece
 from midilm.tokenization.mmm_grammar import MMMGrammarState, Phase
