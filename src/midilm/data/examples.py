@@ -104,7 +104,7 @@ class ItemProcessor:
         )
         from midilm.data.shards import token_dtype
         from midilm.data.split import piece_rng
-        from midilm.tokenization.mmm import _window_spans
+        from midilm.tokenization.mmm import window_spans
         from midilm.tokenization.mmm_vocab import DRUMS
 
         cfg, tok = self.config, self.mmm
@@ -113,7 +113,7 @@ class ItemProcessor:
         self._check_length(len(piece.bars), notes)
         train = facts["split"] == "train"
         instruments = train and cfg.instrument_augmentation != "none"
-        spans = _window_spans(len(piece.bars), tok.config.bars_per_window, cfg.hop)
+        spans = window_spans(len(piece.bars), tok.config.bars_per_window, cfg.hop)
         # Notes sounding in each window, per track: what decides which tracks a window
         # writes, and (training split) what the density edges are fitted on. With
         # instrument augmentation, also their lowest and highest pitch.

@@ -26,6 +26,7 @@ import numpy as np
 
 from midilm.errors import UnsupportedScoreError
 from midilm.score.meter import bar_grid
+from midilm.tokenization.mmm import window_spans
 from midilm.tokenization.mmm_vocab import DRUMS
 
 if TYPE_CHECKING:
@@ -51,17 +52,6 @@ def _bar_ticks(score: ScoreTick, bars: int) -> list[tuple[int, int]]:
     return grid[:bars]
 
 
-def _windows(bars: int, size: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` bars of whole windows tiling ``bars`` bars, the last one ending on
-    the last bar; one window of every bar when they are fewer than a window."""
-    if bars <= size:
-        return [(0, bars)]
-    spans = [(start, start + size) for start in range(0, bars - size + 1, size)]
-    if spans[-1][1] < bars:
-        spans.append((bars - size, bars))
-    return spans
-
-
 def achieved_density(tok: MMMTokenizer, score: ScoreTick, track: int, bars: int) -> list[int]:
     """The density bin track ``track`` of a composed score achieved in each window of
     ``bars_per_window`` bars from the first bar (the last one ending on the last bar)."""
@@ -71,7 +61,7 @@ def achieved_density(tok: MMMTokenizer, score: ScoreTick, track: int, bars: int)
     onset = notes["time"].astype(np.int64)
     end = onset + notes["duration"].astype(np.int64)
     out = []
-    for start, stop in _windows(len(grid), window):
+    for start, stop in window_spans(len(grid), window, window):  # a hop of a whole window
         lo, hi = grid[start][0], grid[stop - 1][1]
         count = int(np.count_nonzero((onset < hi) & (end > lo)))
         out.append(tok.density_bin(count, stop - start))

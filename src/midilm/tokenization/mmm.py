@@ -57,7 +57,15 @@ from midilm.tokenization.mmm_vocab import DRUMS, SPECIAL_TOKENS, Kind, MMMVocabu
 if TYPE_CHECKING:
     from midilm.tokenization.mmm_grammar import MMMGrammar
 
-__all__ = ["COMMON_METERS", "MMMConfig", "MMMTokenizer", "MMMWindow", "Piece", "PieceTrack"]
+__all__ = [
+    "COMMON_METERS",
+    "MMMConfig",
+    "MMMTokenizer",
+    "MMMWindow",
+    "Piece",
+    "PieceTrack",
+    "window_spans",
+]
 
 COMMON_METERS = (
     "4/4", "3/4", "2/4", "2/2", "3/2", "6/4", "5/4", "7/4",
@@ -277,9 +285,7 @@ class MMMTokenizer:
                     )
                     counts.extend(int(c) for c in per_bar if c > 0)
                 continue
-            for start, stop in self._window_spans(
-                len(piece.bars), self.config.bars_per_window, hop
-            ):
+            for start, stop in window_spans(len(piece.bars), self.config.bars_per_window, hop):
                 lo, hi = piece.bars[start].start_ticks, piece.bars[stop - 1].end_ticks
                 for track in piece.tracks:
                     count = int(np.count_nonzero((track.onset < hi) & (track.end > lo)))
@@ -314,9 +320,7 @@ class MMMTokenizer:
         gives one window of its own length."""
         piece = self._prepare(score)
         out = []
-        for start, stop in self._window_spans(
-            len(piece.bars), bars or self.config.bars_per_window, hop
-        ):
+        for start, stop in window_spans(len(piece.bars), bars or self.config.bars_per_window, hop):
             ids = self._encode_span(piece, start, stop, genre=genre)
             if ids:
                 out.append(MMMWindow(start, stop - start, ids))
@@ -347,10 +351,6 @@ class MMMTokenizer:
                     f"({len(piece.tracks)} tracks, {stop - start} bars)"
                 )
         return self._encode_span(piece, start, stop, genre=genre, masked=cells, keep_empty=True)
-
-    @staticmethod
-    def _window_spans(total: int, bars: int | None, hop: int | None) -> list[tuple[int, int]]:
-        return _window_spans(total, bars, hop)
 
     def encode_bars(
         self,
@@ -806,7 +806,10 @@ def _infer_config(vocab: MMMVocabulary) -> dict[str, Any]:
     return settings
 
 
-def _window_spans(total: int, bars: int | None, hop: int | None) -> list[tuple[int, int]]:
+def window_spans(total: int, bars: int | None, hop: int | None) -> list[tuple[int, int]]:
+    """``[start, stop)`` bars of the windows the encoder cuts from ``total`` bars: ``bars``
+    long (default 4) every ``hop`` bars (default half a window), the last one ending on the
+    last bar; one window of every bar when they are fewer than a window."""
     if bars is not None and bars < 1:
         raise ValueError(f"bars must be ≥ 1, received {bars}")
     if hop is not None and hop < 1:
