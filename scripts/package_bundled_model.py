@@ -2,6 +2,7 @@
 
     python scripts/package_bundled_model.py MODEL_DIR NAME [--report REPORT_DIR]
         [--instruments violin,violin,viola,cello] [--bars 8] [--voice-leading] [--command "…"]
+    python scripts/package_bundled_model.py --report-only NAME --report REPORT_DIR
 
 Writes ``src/midilm/bundled/NAME``: the weights in fp16 safetensors (half the bytes, the
 same music: the sampler computes in fp16/bf16 on CPU anyway), the tokenizer, generation
@@ -9,6 +10,10 @@ defaults (the instruments and bars ``midilm generate`` uses when not told, and w
 samples under the voice-leading guard), a model card
 with the data, the exact command that rebuilds it, the training curve and the evaluation
 report, and ``evaluation.json`` beside it. Run by ``scripts/build_bundled_models.sh``.
+
+``--report-only`` replaces the evaluation of a model already packaged (its card's
+"Evaluation" section and ``evaluation.json``) and leaves everything else as it is: for a
+model re-evaluated after a change to the sampler, without its training folder.
 """
 
 from __future__ import annotations
@@ -42,10 +47,18 @@ DESCRIPTIONS = {
     ),
 }
 
+EVALUATION_NOTES = {
+    "default": (
+        "Measured with the shipped generation defaults (density steering and the "
+        "voice-leading guard on) on the chorales' test split in their own keys (the "
+        "evaluation dataset of `scripts/build_bundled_models.sh`: no transposition)."
+    ),
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("model_dir", type=Path, nargs="?")
     parser.add_argument("name")
     parser.add_argument("--report", type=Path, help="a `midilm evaluate` report directory")
     parser.add_argument("--instruments", help="default instruments, comma-separated")
@@ -54,7 +67,16 @@ def main() -> None:
                         help="sample under the voice-leading guard by default (four-part "
                         "models)")  # fmt: skip
     parser.add_argument("--command", default="bash scripts/build_bundled_models.sh")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only replace the evaluation of the packaged model NAME")  # fmt: skip
     args = parser.parse_args()
+    if args.report_only:
+        if args.report is None:
+            parser.error("--report-only needs --report")
+        _replace_evaluation(BUNDLED / args.name, args.report)
+        return
+    if args.model_dir is None:
+        parser.error("MODEL_DIR is required unless --report-only")
 
     lm = load_model(args.model_dir)
     instruments = tuple(args.instruments.split(",")) if args.instruments else ()
@@ -70,19 +92,36 @@ def main() -> None:
     if curve:
         extras += ["", "## Training curve", "", "![training curve](training-curve.png)"]
     if args.report is not None:
-        evaluation = json.loads((args.report / "report.json").read_text(encoding="utf-8"))
-        for section in ("model", "dataset"):  # no paths of the machine it was built on
-            if (evaluation.get(section) or {}).get("path"):
-                evaluation[section]["path"] = Path(evaluation[section]["path"]).name
-        atomic_write_text(target / "evaluation.json", json.dumps(evaluation, indent=2) + "\n")
-        report = (args.report / "report.md").read_text(encoding="utf-8")
-        extras += ["", "## Evaluation", "", _demote_headings(report)]
+        extras += ["", "## Evaluation", "", _evaluation(target, args.report)]
     extras += ["", "## Reproduce", "", "From a clone of midilm:", "", "```sh", args.command,
                "```"]  # fmt: skip
     card = render_card(json.loads((target / "midilm.json").read_text()), name=f"midilm {args.name}")
     atomic_write_text(target / "README.md", card.rstrip("\n") + "\n" + "\n".join(extras) + "\n")
     size = sum(p.stat().st_size for p in target.iterdir()) / 1e6
     print(f"packaged {args.model_dir} as {target} ({size:.1f} MB)")
+
+
+def _evaluation(target: Path, report_dir: Path) -> str:
+    """Write the report's ``evaluation.json`` into ``target``; return the card section."""
+    evaluation = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    for section in ("model", "dataset"):  # no paths of the machine it was built on
+        if (evaluation.get(section) or {}).get("path"):
+            evaluation[section]["path"] = Path(evaluation[section]["path"]).name
+    atomic_write_text(target / "evaluation.json", json.dumps(evaluation, indent=2) + "\n")
+    report = _demote_headings((report_dir / "report.md").read_text(encoding="utf-8"))
+    note = EVALUATION_NOTES.get(target.name)
+    return f"{note}\n\n{report}" if note else report
+
+
+def _replace_evaluation(target: Path, report_dir: Path) -> None:
+    card_path = target / "README.md"
+    card = card_path.read_text(encoding="utf-8")
+    start, end = card.find("\n## Evaluation\n"), card.find("\n## Reproduce\n")
+    if start < 0 or end < start:
+        raise SystemExit(f"{card_path}: no Evaluation section before Reproduce to replace")
+    section = "\n## Evaluation\n\n" + _evaluation(target, report_dir) + "\n"
+    atomic_write_text(card_path, card[:start] + section + card[end:])
+    print(f"replaced the evaluation of {target}")
 
 
 def _info(source: dict[str, Any], name: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The voice-leading guard: a pitch that would make parallel fifths or octaves with a known
-voice is masked (and only it), four voices stay in their ranges, and music composed or
-infilled under the guard has no parallel the evaluator would count."""
+voice is masked (and only it), four voices stay in their ranges, no voice falls silent
+alone, and music composed or infilled under the guard has no parallel the evaluator would
+count."""
 
 from __future__ import annotations
 
@@ -143,6 +144,80 @@ def test_voice_roles():
     assert voice_roles([70.0, 57.0, 48.0, None]) == ["soprano", "tenor", "bass", "alto"]
     assert voice_roles([70.0, 65.0, 57.0, None]) == ["soprano", "alto", "tenor", "bass"]
     assert voice_roles([60.0, 50.0]) is None
+
+
+def _kinds(tok, mask):
+    """The kinds of token a mask allows."""
+    return {Kind(int(k)) for k in np.unique(tok.vocab.kinds[mask])}
+
+
+def _deltas(tok, mask):
+    """The TIME_DELTA values a mask allows."""
+    vocab = tok.vocab
+    return {int(vocab.values[i]) for i in np.flatnonzero(mask & (vocab.kinds == Kind.TIME_DELTA))}
+
+
+def _alto_after(tok, soprano, alto_ids):
+    """The plain and the guarded sampling masks of a second voice (no density steering)
+    after its own ``alto_ids``, under a known ``soprano`` (one 4/4 bar)."""
+    vocab = tok.vocab
+    piece = _piece(tok, [(CHOIR, soprano), (CHOIR, [])])
+    ids = tok.encode_bars(piece, 0, 1)
+    ids = ids[: len(ids) - 1 - ids[::-1].index(vocab.bare_id(Kind.BAR_START)) + 1]
+    ids += [tok.token_to_id(text) for text in alto_ids]
+    grammar = tok.grammar(bars=1, allow_placeholders=False, control_density=False)
+    plain = _feed(grammar.start(), ids).sampling_mask()
+    guarded = _feed(guard_window(grammar.start(), tok, piece, 0, 1, [0, 0]), ids)
+    return plain, guarded.sampling_mask()
+
+
+def test_a_voice_does_not_rest_while_a_known_voice_sounds(tok):
+    soprano = [(0, 8, 72), (8, 16, 71)]  # sounds through the bar
+    # At the bar's start, and after a note ends mid-bar: a note must start now.
+    for alto in ([], ["NOTE_ON=64", "TIME_DELTA=4", "NOTE_OFF=64"]):
+        plain, guarded = _alto_after(tok, soprano, alto)
+        assert {Kind.TIME_DELTA, Kind.BAR_END} <= _kinds(tok, plain), "a rest is legal"
+        assert _kinds(tok, guarded) == {Kind.NOTE_ON}
+        assert _pitches(tok, guarded) == _pitches(tok, plain)
+    # A note sounding may go on or end, as the grammar allows.
+    plain, guarded = _alto_after(tok, soprano, ["NOTE_ON=64", "TIME_DELTA=4"])
+    assert (plain == guarded).all()
+
+
+def test_a_voice_rests_with_the_others_and_comes_back_with_them(tok):
+    soprano = [(0, 8, 72), (12, 16, 71)]  # a breath over steps 8-12
+    plain, guarded = _alto_after(tok, soprano, ["NOTE_ON=64", "TIME_DELTA=8", "NOTE_OFF=64"])
+    assert _deltas(tok, plain) == set(range(1, 9)) & _deltas(tok, plain)
+    assert max(_deltas(tok, plain)) == 8 and max(_deltas(tok, guarded)) == 4
+    assert Kind.BAR_END in _kinds(tok, plain) and Kind.BAR_END not in _kinds(tok, guarded)
+    assert _pitches(tok, guarded) == _pitches(tok, plain), "or it sings through the breath"
+    # A last breath to the bar's end: the bar may end now.
+    plain, guarded = _alto_after(tok, [(0, 8, 72)], ["NOTE_ON=64", "TIME_DELTA=8", "NOTE_OFF=64"])
+    assert (plain == guarded).all()
+
+
+def _dropped_out(pieces):
+    """Steps at which a voice is silent while a voice written before it sounds."""
+    count = 0
+    for notes in pieces:
+        total = int(notes.bar_starts[-1] + notes.bar_lengths[-1])
+        cover = np.zeros((len(notes.pitched), total), dtype=bool)
+        for row, track in enumerate(notes.pitched):
+            for onset, end in zip(track.onset, track.end, strict=True):
+                cover[row, onset:end] = True
+        earlier_sounds = np.logical_or.accumulate(cover, axis=0)
+        count += int((~cover[1:] & earlier_sounds[:-1]).sum())
+    return count
+
+
+def test_composed_voices_never_drop_out_under_the_voices_before_them(engine, tok):
+    requests = [TrackRequest(CHOIR)] * 4
+    counts = {}
+    for guard in (False, True):
+        pieces = finish(compose(_loop(engine, 3), tok, requests, bars=4, num_samples=4,
+                                voice_leading=guard))  # fmt: skip
+        counts[guard] = _dropped_out([piece_notes(piece_to_score(tok, p), 4) for p in pieces])
+    assert counts == {False: counts[False], True: 0} and counts[False] > 0, counts
 
 
 def _voice_stats(tok, pieces, bars):

@@ -77,7 +77,8 @@ def _common(command: Callable[..., None]) -> Callable[..., None]:
                      help="Sample without the grammar mask (research: raw syntax errors)."),
         click.option("--voice-leading/--no-voice-leading", default=None,
                      help="Keep four-part voice leading: no parallel fifths or octaves, "
-                          "voices in range (default: the model's; on for bundled:default)."),
+                          "voices in range, no voice silent alone (default: the model's; on "
+                          "for bundled:default)."),
         click.option("--save-tokens", metavar="OUT.txt",
                      help="Write the sampled token text, one model sequence per line."),
         click.option("--wav", "audio_path", metavar="OUT.wav",

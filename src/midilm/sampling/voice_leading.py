@@ -21,9 +21,17 @@ about to choose a ``NOTE_ON``, it narrows the pitches:
   voice's :data:`~midilm.score.voices.VOICE_RANGES`. Roles follow the mean pitch
   of the notes known so far (a user's piece may list its parts in any order); tracks with
   no notes yet (a new piece, a part being added) take the roles left, in track order.
+- **No voice falls silent alone**: chorale voices breathe together. Where a known voice
+  sounds, a silent voice must start a note rather than rest (or end its bar early); where
+  none sounds, it may rest until the next known onset at most. Where the grammar's density
+  steering keeps a note from starting yet, the voice holds its note rather than leave a
+  gap. A small model otherwise ends a third of its bars a beat early, a rest in one voice
+  that Bach hardly ever writes (measured on the bundled model: 38 % of bars short against
+  10 %, almost all of them all voices together at phrase ends).
 
 The guard never leaves a row without a pitch where the grammar offered one: when the
-rules exclude every allowed pitch it drops the parallel rule, then the ranges. Motions into
+rules exclude every allowed pitch it drops the parallel rule, then the ranges; and never
+without a choice where the grammar's sampling mask offered one. Motions into
 notes a task keeps after a filled bar (infilling) are not checked: the new bar's last
 duration is not known when its pitch is chosen.
 """
@@ -145,6 +153,10 @@ class VoiceLeadingState:
         self._values = vocab.values
         self._on_ids = vocab.note_on
         self._has_on = vocab.note_on >= 0
+        self._is_on = self._kinds == Kind.NOTE_ON
+        self._is_off = self._kinds == Kind.NOTE_OFF
+        self._is_delta = self._kinds == Kind.TIME_DELTA
+        self._ends_bar = (self._kinds == Kind.BAR_END) | (self._kinds == Kind.FILL_END)
         self._at = -1
         self._mask = np.zeros(0, dtype=bool)
 
@@ -201,11 +213,12 @@ class VoiceLeadingState:
         return inner.track, inner.now
 
     def _narrow(self, mask: np.ndarray) -> np.ndarray:
-        offered = self._has_on & mask[np.maximum(self._on_ids, 0)]
-        if not offered.any():
-            return mask
         track, time = self._where()
         if not 0 <= track < len(self.notes) or not self.pitched[track]:
+            return mask
+        mask = self._together(mask, track, time)
+        offered = self._has_on & mask[np.maximum(self._on_ids, 0)]
+        if not offered.any():
             return mask
         out_of_range = np.zeros(128, dtype=bool)
         if self.ranges[track] is not None:
@@ -222,6 +235,33 @@ class VoiceLeadingState:
                 narrowed[self._on_ids[offered & banned]] = False
                 return narrowed
         return mask
+
+    def _together(self, mask: np.ndarray, track: int, time: int) -> np.ndarray:
+        """No voice falls silent alone (see the module docstring)."""
+        inner = self.inner
+        left = inner.bar_length - inner.time
+        if left <= 0:
+            return mask
+        filling = inner.phase is Phase.IN_FILL
+        others = [v for k in range(len(self.notes)) if (v := self._known(k, track, filling))]
+        if not others:
+            return mask
+        heard = any(_sounding(voice, time) >= 0 for voice in others)
+        if _sounding(self.notes[track].arrays(), time) >= 0:
+            # Sounding: where steering keeps the next note back, hold this one.
+            if heard and not (mask & self._is_on).any() and (mask & self._is_delta).any():
+                return _narrowed(mask, ~self._is_off)
+            return mask
+        if heard:
+            return _narrowed(mask, self._is_on)
+        later = [int(v[0][v[0] > time].min()) for v in others if (v[0] > time).any()]
+        if not later:
+            return mask
+        gap = min(later) - time
+        keep = ~self._is_delta | inner.g._delta_upto[min(gap, len(inner.g._delta_upto) - 1)]
+        if gap < left:  # a known voice starts again inside this bar
+            keep &= ~self._ends_bar
+        return _narrowed(mask, keep)
 
     def _known(self, track: int, current: int, filling: bool) -> tuple[np.ndarray, ...] | None:
         """Track ``track``'s notes as known while ``current`` is written."""
@@ -260,6 +300,12 @@ class VoiceLeadingState:
             banned |= (np.abs(pitches - lower2) % 12 == interval) & (pitches != upper1)
         banned &= pitches > chord
         return banned
+
+
+def _narrowed(mask: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``mask & keep``, or ``mask`` itself where that would leave nothing."""
+    out = mask & keep
+    return out if out.any() else mask
 
 
 # ---------------------------------------------------------------------- builders
