@@ -13,7 +13,11 @@ says otherwise. Figures (the last line is a JSON object with all of them):
   by conversion, not memory) ÷ the bytes of weights one token reads at the dtype used
   (every matrix, bias and norm once, the tied head once, an embedding row) →
   ``fraction_of_bandwidth_bound``; the engine's forward alone (batch 1 and 8, no sampling
-  and no grammar) is shown beside it, to tell the model's time from the loop's;
+  and no grammar) is shown beside it, to tell the model's time from the loop's, and the
+  weight matrices alone (one token's matrix-vector products back to back, nothing else:
+  the ceiling PyTorch's kernel sets) as GB/s read → ``matrices_fraction_of_bandwidth``;
+  the read bandwidth is noisy on a shared machine, so each round's figure over that
+  round's bound is given too (``fraction_of_bandwidth_bound_per_round``);
 - the grammar mask's cost: tokens/s lost with the mask on → ``grammar_cost``;
 - batch 8 over batch 1, total tokens/s → ``batch8_over_batch1``;
 - seconds to compose 8 bars × 4 tracks with the ``small`` preset, trained for a minute on
@@ -72,6 +76,25 @@ def forward_tokens_per_s(engine: GPT2Engine, tokens: int, batch: int = 1) -> flo
     for _ in range(tokens):
         last = engine.forward(last, cache).argmax(-1, keepdim=True)
     return batch * tokens / (time.perf_counter() - start)
+
+
+def matrices_gbs(engine: GPT2Engine, tokens: int) -> float:
+    """Bytes per second read by one token's weight matrices (every block's four, the head)
+    called back to back on one row at the sampling dtype: PyTorch's matrix-vector kernel
+    alone."""
+    weights = engine.weights(engine.dtype_for(1))
+    calls = [(f, x) for block in weights.blocks for f, x in (
+        (block.qkv, engine.n_embd), (block.proj, engine.n_embd),
+        (block.fc_gelu, engine.n_embd), (block.out, 4 * engine.n_embd),
+    )] + [(weights.lm_head, engine.n_embd)]  # fmt: skip
+    rows = [torch.randn(1, 1, width).to(weights.dtype) for _, width in calls]
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for _ in range(tokens):
+            for (linear, _), row in zip(calls, rows, strict=True):
+                linear(row)
+        seconds = (time.perf_counter() - start) / tokens
+    return engine.bytes_per_token(weights.dtype) / seconds / 1e9
 
 
 def midilm_tokens_per_s(
@@ -178,6 +201,7 @@ def main() -> None:
         "batch8_tokens_per_s": lambda: midilm_tokens_per_s(engine, tok, args.tokens, 8, True),
         "forward_tokens_per_s": lambda: forward_tokens_per_s(engine, args.tokens),
         "forward_tokens_per_s_batch8": lambda: forward_tokens_per_s(engine, args.tokens, 8),
+        "matrices_gbs": lambda: matrices_gbs(engine, args.tokens),
     }
     for run in runs.values():  # warm-up: first calls pay for allocation and kernel choice
         run()
@@ -193,6 +217,10 @@ def main() -> None:
     no_grammar, batch8 = best["tokens_per_s_batch1_no_grammar"], best["batch8_tokens_per_s"]
     weight_bytes = engine.bytes_per_token(engine.dtype_for(1))
     bound = bandwidth * 1e9 / weight_bytes
+    per_round = [
+        round(t * weight_bytes / (b * 1e9), 3)
+        for t, b in zip(rounds["tokens_per_s_batch1"], rounds["read_bandwidth_gbs"], strict=True)
+    ]
 
     small = trained_small(tok, args.train_seconds)
     small_loop = TokenLoop(GPT2Engine(small), generator=torch.Generator().manual_seed(0))
@@ -217,6 +245,11 @@ def main() -> None:
     print(f"batch 8, grammar on:   {batch8:8.1f} tokens/s in all")
     print(f"memory read bandwidth: {bandwidth:8.1f} GB/s; weights per token "
           f"{weight_bytes / 1e6:.1f} MB → bound {bound:.0f} tokens/s")  # fmt: skip
+    print(
+        f"weight matrices alone: {best['matrices_gbs']:8.1f} GB/s read "
+        f"({best['matrices_gbs'] / bandwidth:.2f} of the bandwidth)"
+    )
+    print(f"batch 1 over the bound of its own round: {per_round}")
     notes = sum(len(track.pitch) for track in piece.tracks)
     print(f"compose 8 bars × 4 tracks (small preset): {compose_seconds:.2f} s, {notes} notes")
     print(f"midilm generate -o song.mid (bundled model, whole process): {default_piece:.2f} s")
@@ -231,6 +264,9 @@ def main() -> None:
         "fraction_of_bandwidth_bound": round(ours / bound, 3),
         "forward_tokens_per_s": round(best["forward_tokens_per_s"], 1),
         "forward_fraction_of_bandwidth_bound": round(best["forward_tokens_per_s"] / bound, 3),
+        "fraction_of_bandwidth_bound_per_round": per_round,
+        "matrices_gbs": round(best["matrices_gbs"], 1),
+        "matrices_fraction_of_bandwidth": round(best["matrices_gbs"] / bandwidth, 3),
         "forward_tokens_per_s_batch8": round(best["forward_tokens_per_s_batch8"], 1),
         "tokens_per_s_batch1_no_grammar": round(no_grammar, 1),
         "grammar_cost": round(1 - ours / no_grammar, 3),
