@@ -26,8 +26,9 @@ about to choose a ``NOTE_ON``, it narrows the pitches:
   none sounds, it may rest until the next known onset at most. Where the grammar's density
   steering keeps a note from starting yet, the voice holds its note rather than leave a
   gap. A small model otherwise ends a third of its bars a beat early, a rest in one voice
-  that Bach hardly ever writes (measured on the bundled model: 38 % of bars short against
-  10 %, almost all of them all voices together at phrase ends).
+  that Bach hardly ever writes (the bundled model: 38 % of its bars end short, 10 % of
+  the chorales' bars, whose rests fall in all voices at once: 96 % of their onsets have
+  all four voices sounding).
 
 The guard never leaves a row without a pitch where the grammar offered one: when the
 rules exclude every allowed pitch it drops the parallel rule, then the ranges; and never
