@@ -28,6 +28,8 @@ from sampling_helpers import train_tiny
 
 pytestmark = pytest.mark.slow
 
+SHORT_CONTEXT = 260  # positions: some four-voice 4-bar windows of the tiny model fit, most not
+
 
 def _train(dataset, directory, steps):
     """A tiny GPT-2 trained on the dataset's training split, saved as a model directory
@@ -266,3 +268,46 @@ def test_a_remi_model_reports_what_it_has_and_says_why_not_the_rest(remi_model_d
     assert all(_in_unit(r["samples_vs_test"]) for r in report.statistics["features"].values())
     assert report.speed["samples"] == 3 and report.speed["bars"] == 6
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["statistics.png", "syntax.png"]
+
+
+# ---------------------------------------------------------------------- failed samples
+def _short_context(model_dir, directory, positions):
+    """The model cut to its first ``positions`` positions: pieces longer than that cannot
+    be finished."""
+    from transformers import GPT2LMHeadModel
+
+    lm = load_model(model_dir, device="cpu")
+    config = lm.model.config.__class__.from_dict({**lm.model.config.to_dict(),
+                                                  "n_positions": positions})  # fmt: skip
+    state = lm.model.state_dict()
+    state["transformer.wpe.weight"] = state["transformer.wpe.weight"][:positions]
+    short = GPT2LMHeadModel(config)
+    short.load_state_dict(state)
+    info = {"dataset": lm.info["dataset"]}  # what it was trained on: with infilling
+    return save_model(directory, short, lm.tokenizer, info=info)
+
+
+def test_pieces_the_model_cannot_finish_are_counted_not_fatal(tmp_path, model_dir, dataset):
+    """A context shorter than some four-voice windows: those pieces fail and are counted,
+    the others are measured as usual."""
+    short = _short_context(model_dir, tmp_path / "short", SHORT_CONTEXT)
+    report = evaluate(short, dataset, output=tmp_path / "r", samples=6, bars=4,
+                      max_reference=8, infill_cells=2, plots=False)  # fmt: skip
+    counts = report.failures["counts"]
+    failed = counts["compose"]["failed"]
+    assert counts["compose"]["of"] == 6 and 0 < failed < 6, counts
+    assert report.statistics["samples"] == report.speed["samples"] == 6 - failed
+    assert all("the context is full" in example for example in report.failures["examples"])
+    assert "## Failed samples" in (tmp_path / "r" / "report.md").read_text()
+    assert Report.load(tmp_path / "r").failures == report.failures
+
+
+def test_a_model_that_finishes_no_piece_is_one_clear_error(tmp_path, model_dir, dataset):
+    short = _short_context(model_dir, tmp_path / "tiny-context", 32)
+    result = CliRunner().invoke(cli, ["evaluate", str(short), str(dataset), "--samples", "2",
+                                      "--bars", "4", "--max-reference", "4", "--no-plots",
+                                      "--quiet", "-o", str(tmp_path / "r")])  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "finished none of its 2 compose samples (the context is full" in result.stderr
+    assert not (tmp_path / "r" / "report.json").exists()

@@ -13,7 +13,9 @@ samples vs test and of test vs train, the ceiling); ``voice_leading`` (samples a
 parallels per 100 motions, share of notes in range); ``infill`` (per feature, infilled bars
 vs the bars they replaced, and as many bars of one track of the composed pieces vs the same
 bars: the baseline of the same shape); ``speed`` (tokens per second and seconds per bar of the
-composing runs, one piece at a time through the public API); ``notes``.
+composing runs, one piece at a time through the public API); ``notes``; ``failures``
+(``null`` when every task finished: else, by task, how many of how many the model could not
+finish, its context full before the music was complete, with the first reasons).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Report:
     infill: dict[str, Any] | None
     speed: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    failures: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +78,7 @@ class Report:
             "infill": self.infill,
             "speed": self.speed,
             "notes": self.notes,
+            "failures": self.failures,
         }
 
     @classmethod
@@ -82,9 +86,11 @@ class Report:
         if data.get("format") != FORMAT:
             raise ReportError("not a midilm evaluation report (no 'format': 'midilm-evaluation')")
         try:
+            optional = ("notes", "failures")
             return cls(
-                **{name: data[name] for name in cls.__dataclass_fields__ if name != "notes"},
+                **{name: data[name] for name in cls.__dataclass_fields__ if name not in optional},
                 notes=list(data.get("notes", [])),
+                failures=data.get("failures"),
             )
         except KeyError as err:
             raise ReportError(f"the report lacks its {err.args[0]!r} section") from None
@@ -262,6 +268,20 @@ class Report:
             ),
             "",
         ]
+        if self.failures:
+            counts = self.failures.get("counts", {})
+            rows = [[task, c.get("failed"), c.get("of")] for task, c in counts.items()]
+            examples = [f"- `{example}`" for example in self.failures.get("examples", [])]
+            lines += [
+                "## Failed samples",
+                "",
+                "Tasks the model could not finish (left out of every measure above):",
+                "",
+                _table(["task", "failed", "of"], rows),
+                "",
+                *examples,
+                "",
+            ]
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         plots = self.settings.get("plots") or []

@@ -7,19 +7,25 @@ real test windows) and measures control accuracy, music statistics against the t
 (beside test vs train, the ceiling), four-part voice leading, infilling (MMM models trained
 with it) and speed. Everything is seeded: the same model, data and settings give the same
 report, speed aside.
+
+A piece or a bar the model cannot finish (its context fills up before the music is
+complete: a badly trained model writing notes without letting time pass) is a failure of
+the model, not of the evaluation: it is counted in the report's ``failures`` and left out
+of the measures; only a run where every piece fails stops with an error.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from midilm.data.shards import DatasetError, read_manifest
-from midilm.errors import ConfigError
+from midilm.errors import ConfigError, MidilmError
 from midilm.evaluation.controls import control_accuracy
 from midilm.evaluation.likelihood import check_same_vocabulary, choose_split, split_likelihood
 from midilm.evaluation.reference import ReferenceSequence, reference_sequences
@@ -40,13 +46,54 @@ from midilm.evaluation.statistics import (
 )
 from midilm.evaluation.syntax import count_violations
 from midilm.evaluation.voice_leading import four_voices, voice_leading_stats
+from midilm.sampling.loop import SamplingError
 
 if TYPE_CHECKING:
     from midilm.model.music_model import MusicModel
 
-__all__ = ["evaluate"]
+__all__ = ["EvaluationError", "evaluate"]
 
 Progress = Callable[[str], None]
+
+
+class EvaluationError(MidilmError, RuntimeError):
+    """The model could not compose a single piece of the evaluation."""
+
+
+class _Failures:
+    """Tasks the model could not finish, by kind, with the first reasons."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}
+        self.first: dict[str, str] = {}  # the first reason, by kind
+        self.examples: list[str] = []
+
+    def attempt(self, kind: str, index: int, task: Callable[[], TaskRun]) -> TaskRun | None:
+        self.attempts[kind] = self.attempts.get(kind, 0) + 1
+        try:
+            return task()
+        except SamplingError as err:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            self.first.setdefault(kind, str(err))
+            if len(self.examples) < 5:
+                self.examples.append(f"{kind} {index + 1}: {err}")
+            return None
+
+    def none_finished(self, kind: str) -> str | None:
+        """Why not one ``kind`` task finished, if none did."""
+        attempts = self.attempts.get(kind, 0)
+        if not attempts or self.counts.get(kind, 0) < attempts:
+            return None
+        return f"the model finished none of its {attempts} {kind} samples ({self.first[kind]})"
+
+    def to_dict(self) -> dict[str, Any] | None:
+        if not self.counts:
+            return None
+        return {
+            "counts": {k: {"failed": n, "of": self.attempts[k]} for k, n in self.counts.items()},
+            "examples": self.examples,
+        }
 
 
 def evaluate(
@@ -119,11 +166,14 @@ def evaluate(
     train_notes = [piece_notes(r.score, r.bars) for r in train_refs]
 
     rng = np.random.default_rng(seed)
+    failures = _Failures()
     if tok.kind == "mmm":
-        result = _mmm_samples(model, test_refs, samples, bars, sampling, seed, rng, say)
+        result = _mmm_samples(model, test_refs, samples, bars, sampling, seed, rng, say, failures)
     else:
-        result = _remi_samples(model, samples, bars, sampling, seed, say)
+        result = _remi_samples(model, samples, bars, sampling, seed, say, failures)
     syntax, sample_notes, controls, runs = result
+    if why_not := failures.none_finished("compose"):
+        raise EvaluationError(why_not)
     if controls is None:
         notes.append("controls: REMI models take no instrument or density controls")
 
@@ -166,9 +216,14 @@ def evaluate(
     if tok.kind == "mmm":
         if model.supports_infill:
             say("infilling")
-            infill, values["infill"], values["original"] = _infill(
-                model, test_refs, infill_cells or samples, sampling, seed, rng, sample_notes
-            )
+            result = _infill(
+                model, test_refs, infill_cells or samples, sampling, seed, rng, sample_notes,
+                failures,
+            )  # fmt: skip
+            if result is None:
+                notes.append(f"infill: {failures.none_finished('infill')}")
+            else:
+                infill, values["infill"], values["original"] = result
         else:
             notes.append("infill: omitted, the model was trained without infill examples")
     else:
@@ -216,6 +271,7 @@ def evaluate(
         infill=infill,
         speed=speed,
         notes=notes,
+        failures=failures.to_dict(),
     )
     if output is not None:
         out = Path(output)
@@ -239,6 +295,7 @@ def _mmm_samples(
     seed: int,
     rng: np.random.Generator,
     say: Progress,
+    failures: _Failures,
 ) -> tuple[dict[str, Any], list[PieceNotes], dict[str, Any] | None, list[TaskRun]]:
     from midilm.tokenization.mmm_vocab import DRUMS
 
@@ -252,7 +309,8 @@ def _mmm_samples(
     runs, requests = [], []
     meters = tok.config.meters or ("4/4",)
     for i, (tracks, meter) in enumerate(headers):
-        run = run_task(
+        task = partial(
+            run_task,
             model,
             "generate",
             bars=bars,
@@ -262,8 +320,10 @@ def _mmm_samples(
             seed=seed + 1 + i,
             **sampling.arguments(tok.vocab_size),
         )
-        runs.append(run)
-        requests.append(tracks)
+        run = failures.attempt("compose", i, task)
+        if run is not None:
+            runs.append(run)
+            requests.append(tracks)
     scores = [r.score for r in runs]
     controls = control_accuracy(tok, scores, requests, bars)
     return syntax, [piece_notes(s, bars) for s in scores], controls, runs
@@ -322,7 +382,8 @@ def _infill(
     seed: int,
     rng: np.random.Generator,
     composed: list[PieceNotes],
-) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    failures: _Failures,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]] | None:
     """Regenerate one bar of one track in ``cells`` test windows; compare the new bars with
     the ones they replace, beside as many bars of one track drawn from the pieces composed
     from scratch against the same originals: one bar of one voice has other statistics
@@ -342,7 +403,8 @@ def _infill(
         if not options:
             continue
         track, bar = options[int(rng.integers(len(options)))]
-        run = run_task(
+        task = partial(
+            run_task,
             model,
             "infill",
             ref.score,
@@ -351,9 +413,14 @@ def _infill(
             seed=seed + 10_000 + i,
             **sampling.arguments(model.tokenizer.vocab_size),
         )
+        run = failures.attempt("infill", i, task)
+        if run is None:
+            continue
         runs.append(run)
         originals.append(before.cell(track, bar))
         filled.append(piece_notes(run.score, ref.bars).cell(track, bar))
+    if not runs:
+        return None
     original_values, filled_values = feature_values(originals), feature_values(filled)
     overlap = compare_sets(filled_values, original_values)
     composed_cells = [
@@ -395,19 +462,19 @@ def _remi_samples(
     sampling: Sampling,
     seed: int,
     say: Progress,
+    failures: _Failures,
 ) -> tuple[dict[str, Any], list[PieceNotes], None, list[TaskRun]]:
     syntax = _free_syntax(model, [1] * samples, bars, sampling, seed, say)
     say(f"composing {samples} pieces of {bars} bars")
-    runs = [
-        run_task(
-            model,
-            "generate",
-            bars=bars,
-            seed=seed + 1 + i,
-            **sampling.arguments(model.tokenizer.vocab_size),
+    arguments = sampling.arguments(model.tokenizer.vocab_size)
+    attempts = (
+        failures.attempt(
+            "compose", i, partial(run_task, model, "generate", bars=bars, seed=seed + 1 + i,
+                                  **arguments)
         )
         for i in range(samples)
-    ]
+    )  # fmt: skip
+    runs = [run for run in attempts if run is not None]
     return syntax, [piece_notes(r.score, bars) for r in runs], None, runs
 
 
