@@ -3,10 +3,12 @@ bars of sensible length, so sampling tests run fast and still exercise a real mo
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
 from midilm.model import get_preset
+from midilm.sampling import GPT2Engine
 from midilm.tokenization.mmm import MMMTokenizer
 
 _SHARED: dict[str, object] = {}
@@ -20,6 +22,19 @@ def tiny_mmm(bach_scores) -> tuple[GPT2LMHeadModel, MMMTokenizer]:
         tok = MMMTokenizer(meter_tokens=True)
         _SHARED["mmm"] = (train_tiny_mmm([s for _, s in bach_scores[:40]], tok), tok)
     return _SHARED["mmm"]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module", name="tok")
+def tiny_tok_fixture(bach_scores) -> MMMTokenizer:
+    """Fixture ``tok``: :func:`tiny_mmm`'s tokenizer (import it into a test module)."""
+    return tiny_mmm(bach_scores)[1]
+
+
+@pytest.fixture(scope="module", name="engine")
+def tiny_engine_fixture(bach_scores) -> GPT2Engine:
+    """Fixture ``engine``: :func:`tiny_mmm` as a float32 sampling engine, so that a seed
+    gives the same music on every CPU (import it into a test module)."""
+    return GPT2Engine(tiny_mmm(bach_scores)[0], dtype=torch.float32)
 
 
 def tiny_mmm_dir(tmp_path_factory, bach_scores):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from midilm.evaluation.controls import achieved_density
-from midilm.sampling import GPT2Engine, TokenLoop
+from midilm.sampling import TokenLoop
 from midilm.sampling.mmm_tasks import (
     TrackRequest,
     add_track,
@@ -22,17 +22,7 @@ from midilm.sampling.mmm_tasks import (
 from midilm.score import bar_grid, quantize
 from midilm.tokenization.mmm import MMMTokenizer
 from midilm.tokenization.mmm_vocab import DRUMS
-from sampling_helpers import tiny_mmm
-
-
-@pytest.fixture(scope="module")
-def tok(bach_scores) -> MMMTokenizer:
-    return tiny_mmm(bach_scores)[1]
-
-
-@pytest.fixture(scope="module")
-def engine(bach_scores) -> GPT2Engine:
-    return GPT2Engine(tiny_mmm(bach_scores)[0], dtype=torch.float32)
+from sampling_helpers import tiny_engine_fixture, tiny_tok_fixture  # noqa: F401 (fixtures)
 
 
 def _loop(engine, seed, temperature=1.0):

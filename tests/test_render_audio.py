@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from symusic import Note, Score, Tempo, Track
 
 import midilm
+from audio_helpers import CHORALE, MAX_RELEASE_S, SR, repeated, rms, spectral_centroid_hz
 from midilm.cli.main import cli
 from midilm.errors import ConfigError, MidilmError
 from midilm.render import (
@@ -36,10 +37,6 @@ from midilm.render import soundfont as soundfont_module
 from midilm.render.soundfont import SOUNDFONT_ENV, packaged_soundfont
 from midilm.score import import_music21, save_midi
 
-CHORALE = "music21:bach/bwv66.6"
-SR = 44_100
-MAX_RELEASE_S = 2.0
-
 
 @pytest.fixture(scope="module")
 def chorale() -> Score:
@@ -51,30 +48,9 @@ def chorale_audio(chorale) -> np.ndarray:
     return synthesize(chorale)
 
 
-def rms(audio: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-
-
-def spectral_centroid_hz(audio: np.ndarray, sample_rate: int = SR) -> float:
-    mono = audio.mean(axis=1)
-    spectrum = np.abs(np.fft.rfft(mono))
-    freqs = np.fft.rfftfreq(len(mono), 1 / sample_rate)
-    return float((spectrum * freqs).sum() / spectrum.sum())
-
-
 def last_note_end_s(score: Score) -> float:
     seconds = score.to("second")
     return max(float(n.time + n.duration) for t in seconds.tracks for n in t.notes)
-
-
-def repeated(program: int, *, drum: bool = False, pitch: int = 60, velocity: int = 100) -> Score:
-    """Eight eighth notes on one track, a quarter apart (120 qpm: 4 s)."""
-    score = Score(480)
-    track = Track("t", program, drum)
-    for i in range(8):
-        track.notes.append(Note(i * 480, 240, pitch, velocity))
-    score.tracks.append(track)
-    return score
 
 
 # ---------------------------------------------------------------------- what is heard

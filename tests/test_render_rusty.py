@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from symusic import Note, Score, Tempo, Track
 
+from audio_helpers import CHORALE, MAX_RELEASE_S, SR, repeated, rms, spectral_centroid_hz
 from midilm.cli.main import cli
 from midilm.render import (
     RenderError,
@@ -29,10 +30,6 @@ from midilm.render.rusty import RUSTYSYNTH_SAMPLE_RATE, render_rustysynth
 from midilm.render.soundfont import packaged_soundfont
 from midilm.score import import_music21
 
-CHORALE = "music21:bach/bwv66.6"
-SR = 44_100
-MAX_RELEASE_S = 2.0
-
 
 @pytest.fixture(scope="module")
 def chorale() -> Score:
@@ -44,28 +41,8 @@ def chorale_audio(chorale) -> np.ndarray:
     return synthesize(chorale, synthesizer="rustysynth")
 
 
-def rms(audio: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-
-
-def spectral_centroid_hz(audio: np.ndarray, sample_rate: int = SR) -> float:
-    mono = audio.mean(axis=1)
-    spectrum = np.abs(np.fft.rfft(mono))
-    return float((spectrum * np.fft.rfftfreq(len(mono), 1 / sample_rate)).sum() / spectrum.sum())
-
-
 def rusty(score: Score, **kwargs) -> np.ndarray:
     return synthesize(score, synthesizer="rustysynth", **kwargs)
-
-
-def repeated(program: int, *, drum: bool = False, pitch: int = 60, velocity: int = 100) -> Score:
-    """Eight eighth notes on one track, a quarter apart (120 qpm: the last ends at 3.75 s)."""
-    score = Score(480)
-    track = Track("t", program, drum)
-    for i in range(8):
-        track.notes.append(Note(i * 480, 240, pitch, velocity))
-    score.tracks.append(track)
-    return score
 
 
 def test_chorale_lasts_as_long_as_the_score_and_is_loud(chorale, chorale_audio):

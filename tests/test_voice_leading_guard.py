@@ -13,27 +13,22 @@ from midilm.evaluation.statistics import piece_notes
 from midilm.evaluation.voice_leading import VOICE_RANGES, voice_leading_stats
 from midilm.model.generation import GenerationDefaults
 from midilm.model.loading import load_model
-from midilm.sampling import GPT2Engine, TokenLoop
+from midilm.sampling import TokenLoop
 from midilm.sampling.mmm_tasks import TrackRequest, compose, finish, infill, piece_to_score
 from midilm.sampling.voice_leading import guard_window, voice_roles
 from midilm.score.meter import Bar, Meter
-from midilm.tokenization.mmm import MMMTokenizer, Piece, PieceTrack
+from midilm.tokenization.mmm import Piece, PieceTrack
 from midilm.tokenization.mmm_vocab import DRUMS, Kind
-from sampling_helpers import tiny_mmm, tiny_mmm_dir
+from sampling_helpers import (  # noqa: F401 (fixtures 'engine' and 'tok')
+    tiny_engine_fixture,
+    tiny_mmm,
+    tiny_mmm_dir,
+    tiny_tok_fixture,
+)
 from test_cli import assert_ok, invoke
 
 CHOIR = 52  # the chorales' program
 SATB = ("soprano", "alto", "tenor", "bass")
-
-
-@pytest.fixture(scope="module")
-def tok(bach_scores) -> MMMTokenizer:
-    return tiny_mmm(bach_scores)[1]
-
-
-@pytest.fixture(scope="module")
-def engine(bach_scores) -> GPT2Engine:
-    return GPT2Engine(tiny_mmm(bach_scores)[0], dtype=torch.float32)
 
 
 def _loop(engine, seed):
