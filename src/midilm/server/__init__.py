@@ -6,7 +6,8 @@ See ``docs/server.md`` for the endpoints, the JSON score and the limits.
 
 from __future__ import annotations
 
-from midilm.server.app import ApiError, ModelRegistry, create_app
+from midilm.server.app import create_app
+from midilm.server.errors import ApiError
 from midilm.server.jobs import Job, JobCancelled, JobQueue, QueueFullError
 from midilm.server.limits import (
     MAX_BARS,
@@ -16,6 +17,7 @@ from midilm.server.limits import (
     MAX_UPLOAD_BYTES,
     ServerLimits,
 )
+from midilm.server.registry import ModelRegistry
 from midilm.server.schemas import ScoreJSON, TrackJSON, score_from_json, score_to_json
 
 __all__ = [
