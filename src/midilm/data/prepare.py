@@ -351,6 +351,17 @@ def _fingerprint(item: str) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def _size(item: str) -> float:
+    """How much work an item is likely to be, to order the tasks: a file's size; a music21
+    work (a conversion, slow) first, an unreadable file (a quick rejection) last."""
+    if is_music21(item):
+        return float("inf")
+    try:
+        return Path(item).stat().st_size
+    except OSError:
+        return -1
+
+
 def _owned_keys(
     items: list[str], settings_key: str, shard: tuple[int, int]
 ) -> tuple[list[int], list[str | None]]:
@@ -423,6 +434,11 @@ def _run_phase1(
         if not record_is_valid(path):
             tasks.append((items[i], str(path)))
     done = len(owned) - len(tasks)
+    if workers > 1:
+        # The largest files first (the time an item takes grows with its size): what is
+        # left at the end of the phase is then small, so no worker finishes long after the
+        # others. Records are named by their item: the order never shows in the dataset.
+        tasks.sort(key=lambda task: _size(task[0]), reverse=True)
     bar = progress_bar(progress, total=len(owned), initial=done, desc="prepare")
     try:
         meanwhile = (lambda: preload(config.tokenizer)) if assemble_next else None
