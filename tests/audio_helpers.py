@@ -4,11 +4,20 @@ and brightness measures, the same short test score."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from symusic import Note, Score, Track
+
+from midilm.score import import_music21
 
 CHORALE = "music21:bach/bwv66.6"
 SR = 44_100
 MAX_RELEASE_S = 2.0  # the longest a release may ring after the last note ends
+
+
+@pytest.fixture(scope="module", name="chorale")
+def chorale_fixture() -> Score:
+    """Fixture ``chorale``: :data:`CHORALE` as a score (import it into a test module)."""
+    return import_music21(CHORALE)
 
 
 def rms(audio: np.ndarray) -> float:

@@ -18,7 +18,15 @@ from click.testing import CliRunner, Result
 from symusic import Note, Score, Tempo, Track
 
 import midilm
-from audio_helpers import CHORALE, MAX_RELEASE_S, SR, repeated, rms, spectral_centroid_hz
+from audio_helpers import (  # noqa: F401 (fixture 'chorale')
+    CHORALE,
+    MAX_RELEASE_S,
+    SR,
+    chorale_fixture,
+    repeated,
+    rms,
+    spectral_centroid_hz,
+)
 from midilm.cli.main import cli
 from midilm.errors import ConfigError, MidilmError
 from midilm.render import (
@@ -35,12 +43,7 @@ from midilm.render import (
 )
 from midilm.render import soundfont as soundfont_module
 from midilm.render.soundfont import SOUNDFONT_ENV, packaged_soundfont
-from midilm.score import import_music21, save_midi
-
-
-@pytest.fixture(scope="module")
-def chorale() -> Score:
-    return import_music21(CHORALE)
+from midilm.score import save_midi
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,15 @@ import pytest
 from click.testing import CliRunner
 from symusic import Note, Score, Tempo, Track
 
-from audio_helpers import CHORALE, MAX_RELEASE_S, SR, repeated, rms, spectral_centroid_hz
+from audio_helpers import (  # noqa: F401 (fixture 'chorale')
+    CHORALE,
+    MAX_RELEASE_S,
+    SR,
+    chorale_fixture,
+    repeated,
+    rms,
+    spectral_centroid_hz,
+)
 from midilm.cli.main import cli
 from midilm.render import (
     RenderError,
@@ -28,12 +36,6 @@ from midilm.render import soundfont as soundfont_module
 from midilm.render.fluid import LIBRARY_ENV
 from midilm.render.rusty import RUSTYSYNTH_SAMPLE_RATE, render_rustysynth
 from midilm.render.soundfont import packaged_soundfont
-from midilm.score import import_music21
-
-
-@pytest.fixture(scope="module")
-def chorale() -> Score:
-    return import_music21(CHORALE)
 
 
 @pytest.fixture(scope="module")
