@@ -15,9 +15,12 @@ says otherwise. Figures (the last line is a JSON object with all of them):
   ``fraction_of_bandwidth_bound``; the engine's forward alone (batch 1 and 8, no sampling
   and no grammar) is shown beside it, to tell the model's time from the loop's, and the
   weight matrices alone (one token's matrix-vector products back to back, nothing else:
-  the ceiling PyTorch's kernel sets) as GB/s read → ``matrices_fraction_of_bandwidth``;
+  the ceiling the kernel sets) as GB/s read → ``matrices_fraction_of_bandwidth``;
   the read bandwidth is noisy on a shared machine, so each round's figure over that
   round's bound is given too (``fraction_of_bandwidth_bound_per_round``);
+- midilm's CPU kernels (``midilm.sampling.cpu_kernels``, where this machine runs them) against
+  the same engine on PyTorch's kernels, forward alone → ``cpu_kernels_speedup`` (batch 1)
+  and ``cpu_kernels_speedup_batch8``;
 - the grammar mask's cost: tokens/s lost with the mask on → ``grammar_cost``;
 - batch 8 over batch 1, total tokens/s → ``batch8_over_batch1``;
 - seconds to compose 8 bars × 4 tracks with the ``small`` preset, trained for a minute on
@@ -80,14 +83,38 @@ def forward_tokens_per_s(engine: GPT2Engine, tokens: int, batch: int = 1) -> flo
 
 def matrices_gbs(engine: GPT2Engine, tokens: int) -> float:
     """Bytes per second read by one token's weight matrices (every block's four, the head)
-    called back to back on one row at the sampling dtype: PyTorch's matrix-vector kernel
-    alone."""
+    called back to back on one row at the sampling dtype, through the kernel the engine
+    samples with (midilm's CPU kernel where it runs, else PyTorch's): the matrix-vector
+    kernel alone."""
     weights = engine.weights(engine.dtype_for(1))
-    calls = [(f, x) for block in weights.blocks for f, x in (
-        (block.qkv, engine.n_embd), (block.proj, engine.n_embd),
-        (block.fc_gelu, engine.n_embd), (block.out, 4 * engine.n_embd),
-    )] + [(weights.lm_head, engine.n_embd)]  # fmt: skip
-    rows = [torch.randn(1, 1, width).to(weights.dtype) for _, width in calls]
+    width = engine.n_embd
+    if weights.native is not None:  # the same fp16 matrices and kernel the blocks run
+        kernels = engine.kernels
+        calls = [
+            (
+                kernels.linear(
+                    block.tensors[f"{name}_w"], block.tensors[f"{name}_b"], gelu=name == "fc"
+                ),
+                4 * width if name == "out" else width,
+            )
+            for block in weights.native.blocks
+            for name in ("qkv", "proj", "fc", "out")
+        ]
+        calls.append((weights.native.head, width))
+        dtype = torch.float32  # the kernel reads float32 rows
+    else:
+        calls = [
+            (f, x)
+            for block in weights.blocks
+            for f, x in (
+                (block.qkv, width),
+                (block.proj, width),
+                (block.fc_gelu, width),
+                (block.out, 4 * width),
+            )
+        ] + [(weights.lm_head, width)]
+        dtype = weights.dtype
+    rows = [torch.randn(1, 1, width).to(dtype) for _, width in calls]
     with torch.inference_mode():
         start = time.perf_counter()
         for _ in range(tokens):
@@ -189,6 +216,7 @@ def main() -> None:
         get_preset("mmm-gpt2").gpt2_config(tok.vocab_size, pad_id=tok.pad_id)
     ).eval()
     engine = GPT2Engine(model)
+    pytorch_engine = GPT2Engine(model, native=False)  # the same model on PyTorch's kernels
     params = sum(p.numel() for p in model.parameters())
     buffer = torch.ones(512 * 2**20 // 4, dtype=torch.float32)
     runs = {
@@ -201,6 +229,10 @@ def main() -> None:
         "batch8_tokens_per_s": lambda: midilm_tokens_per_s(engine, tok, args.tokens, 8, True),
         "forward_tokens_per_s": lambda: forward_tokens_per_s(engine, args.tokens),
         "forward_tokens_per_s_batch8": lambda: forward_tokens_per_s(engine, args.tokens, 8),
+        "pytorch_forward_tokens_per_s": lambda: forward_tokens_per_s(pytorch_engine, args.tokens),
+        "pytorch_forward_tokens_per_s_batch8": lambda: forward_tokens_per_s(
+            pytorch_engine, args.tokens, 8
+        ),
         "matrices_gbs": lambda: matrices_gbs(engine, args.tokens),
     }
     for run in runs.values():  # warm-up: first calls pay for allocation and kernel choice
@@ -242,6 +274,9 @@ def main() -> None:
     print(f"batch 1, grammar off:  {no_grammar:8.1f} tokens/s")
     print(f"forward alone:         {best['forward_tokens_per_s']:8.1f} tokens/s, batch 8 "
           f"{best['forward_tokens_per_s_batch8']:.1f} in all")  # fmt: skip
+    print(f"  on PyTorch's kernels: {best['pytorch_forward_tokens_per_s']:8.1f} tokens/s, batch 8 "
+          f"{best['pytorch_forward_tokens_per_s_batch8']:.1f} in all "
+          f"(midilm's CPU kernels {'on' if engine.kernels else 'unavailable here'})")  # fmt: skip
     print(f"batch 8, grammar on:   {batch8:8.1f} tokens/s in all")
     print(f"memory read bandwidth: {bandwidth:8.1f} GB/s; weights per token "
           f"{weight_bytes / 1e6:.1f} MB → bound {bound:.0f} tokens/s")  # fmt: skip
@@ -268,6 +303,17 @@ def main() -> None:
         "matrices_gbs": round(best["matrices_gbs"], 1),
         "matrices_fraction_of_bandwidth": round(best["matrices_gbs"] / bandwidth, 3),
         "forward_tokens_per_s_batch8": round(best["forward_tokens_per_s_batch8"], 1),
+        "cpu_kernels": engine.kernels is not None,
+        "pytorch_forward_tokens_per_s": round(best["pytorch_forward_tokens_per_s"], 1),
+        "pytorch_forward_tokens_per_s_batch8": round(
+            best["pytorch_forward_tokens_per_s_batch8"], 1
+        ),
+        "cpu_kernels_speedup": round(
+            best["forward_tokens_per_s"] / best["pytorch_forward_tokens_per_s"], 2
+        ),
+        "cpu_kernels_speedup_batch8": round(
+            best["forward_tokens_per_s_batch8"] / best["pytorch_forward_tokens_per_s_batch8"], 2
+        ),
         "tokens_per_s_batch1_no_grammar": round(no_grammar, 1),
         "grammar_cost": round(1 - ours / no_grammar, 3),
         "batch8_tokens_per_s": round(batch8, 1),

@@ -39,6 +39,8 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
+from midilm.sampling import cpu_kernels
+
 __all__ = ["GPT2Engine", "KVCache", "default_dtype"]
 
 Linear = Callable[[torch.Tensor], torch.Tensor]
@@ -131,6 +133,7 @@ class GPT2Engine:
         *,
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
+        native: bool = True,
     ) -> None:
         config = model.config
         if getattr(config, "scale_attn_by_inverse_layer_idx", False) or getattr(
@@ -157,6 +160,9 @@ class GPT2Engine:
         self.cache_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
         self._state = {k: v.detach() for k, v in model.state_dict().items()}
         self._prefix = "transformer." if "transformer.wte.weight" in self._state else ""
+        # One new position per row, a few rows: midilm's CPU kernels where they run here.
+        self.kernels = cpu_kernels.load() if native and self.device.type == "cpu" else None
+        self._workspaces: dict[tuple[int, int, int], torch.Tensor] = {}
         self._weights: dict[torch.dtype, _Weights] = {}
         for rows in (1, 2):  # converted now, so that no forward pays for it
             self.weights(self.dtype_for(rows))
@@ -169,8 +175,9 @@ class GPT2Engine:
         """The weights with matrices in ``dtype``, converted once (a model is small)."""
         if dtype not in self._weights:
             self._weights[dtype] = _Weights.convert(
-                self._state, self._prefix, self.n_layer, self.device, dtype, self.cache_dtype
-            )
+                self._state, self._prefix, self.n_layer, self.device, dtype, self.cache_dtype,
+                self.kernels if self.cache_dtype == torch.float32 else None,
+            )  # fmt: skip
         return self._weights[dtype]
 
     def bytes_per_token(self, dtype: torch.dtype | None = None) -> int:
@@ -200,6 +207,8 @@ class GPT2Engine:
         dtype, C, H, D, eps = w.dtype, self.n_embd, self.n_head, self.head_dim, self.eps
         if batch != cache.batch:
             raise ValueError(f"{batch} rows of ids for a cache of {cache.batch} rows")
+        if steps == 1 and w.native is not None and batch <= cpu_kernels.MAX_BF16_ROWS:
+            return self._forward_native(ids, cache, w)
         mask = None
         if steps == 1:
             x = F.embedding(ids, w.wte) + w.wpe[start]  # (B, 1, C) float32: the residual
@@ -229,6 +238,21 @@ class GPT2Engine:
         last = torch.layer_norm(x[:, -1], (C,), w.ln_f_w, w.ln_f_b, eps, False).to(dtype)
         return w.lm_head(last).float()
 
+    def _forward_native(self, ids: torch.Tensor, cache: KVCache, w: _Weights) -> torch.Tensor:
+        """:meth:`forward` of one position per row through the CPU kernels: a call per
+        block, instead of ~25 tensor operations."""
+        assert w.native is not None
+        start, batch, C = cache.length, ids.shape[0], self.n_embd
+        key = (batch, cache.capacity, torch.get_num_threads())
+        if key not in self._workspaces:
+            self._workspaces = {key: self.kernels.workspace(batch, C, cache.capacity)}
+        workspace = self._workspaces[key]
+        x = torch.add(F.embedding(ids[:, 0], w.wte), w.wpe[start])  # (B, C), the residual
+        for block, (kv, _, _) in zip(w.native.blocks, cache.layer_views(), strict=True):
+            block(x, kv, start, self.eps, workspace)
+        cache.length = start + 1
+        return w.native.head(torch.layer_norm(x, (C,), w.ln_f_w, w.ln_f_b, self.eps, False))
+
 
 @dataclass
 class _Block:
@@ -240,6 +264,14 @@ class _Block:
     ln_2_b: torch.Tensor
     fc_gelu: Linear  # the MLP's first matrix with its GELU-tanh
     out: Linear
+
+
+@dataclass
+class _NativeWeights:
+    """The matrices again, as the CPU kernels read them (unpacked, biases float32)."""
+
+    blocks: list[cpu_kernels.Block]
+    head: Linear
 
 
 @dataclass
@@ -255,11 +287,12 @@ class _Weights:
     ln_f_b: torch.Tensor
     lm_head: Linear
     bytes_per_token: int
+    native: _NativeWeights | None = None
 
     @classmethod
     def convert(
         cls, state: dict[str, torch.Tensor], prefix: str, n_layer: int, device: torch.device,
-        dtype: torch.dtype, stream_dtype: torch.dtype,
+        dtype: torch.dtype, stream_dtype: torch.dtype, kernels: cpu_kernels.CpuKernels | None,
     ) -> _Weights:  # fmt: skip
         packed = device.type == "cpu" and _packed_linear_works(dtype)
         read = 0  # bytes read per token
@@ -299,7 +332,34 @@ class _Weights:
         wpe = state[prefix + "wpe.weight"].to(device, stream_dtype).contiguous()
         read += 2 * wte.shape[1] * wte.element_size()  # one row of each embedding
         head = state.get("lm_head.weight", state[prefix + "wte.weight"])
-        return cls(dtype, wte, wpe, blocks, *ln_f, linear(None, head), read)
+        weights = cls(dtype, wte, wpe, blocks, *ln_f, linear(None, head), read)
+        if kernels is not None and dtype in kernels.dtypes:
+            weights.native = _native_convert(state, prefix, n_layer, device, dtype, kernels)
+        return weights
+
+
+def _native_convert(
+    state: dict[str, torch.Tensor], prefix: str, n_layer: int, device: torch.device,
+    dtype: torch.dtype, kernels: cpu_kernels.CpuKernels,
+) -> _NativeWeights:  # fmt: skip
+    def vector(name: str) -> torch.Tensor:
+        return state[prefix + name].to(device, torch.float32).contiguous()
+
+    def matrix(name: str) -> torch.Tensor:  # Conv1D (in, out) → (out, in)
+        return state[prefix + name].t().to(device, dtype).contiguous()
+
+    norms = ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias")
+    layers = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    blocks = []
+    for i in range(n_layer):
+        params = cpu_kernels.BlockParams(
+            *(vector(f"h.{i}.{n}") for n in norms),
+            *(matrix(f"h.{i}.{n}.weight") for n in layers),
+            *(vector(f"h.{i}.{n}.bias") for n in layers),
+        )
+        blocks.append(kernels.block(params, bf16=dtype == torch.bfloat16))
+    head = state.get("lm_head.weight", state[prefix + "wte.weight"]).to(device, dtype).contiguous()
+    return _NativeWeights(blocks, kernels.linear(head, None))
 
 
 def _packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> Linear:

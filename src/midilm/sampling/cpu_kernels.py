@@ -1,0 +1,343 @@
+"""Native kernels for sampling on AVX-512 CPUs: matrix products of a few rows, and the
+attention of one new position.
+
+Why (2-core AMD EPYC, the ``mmm-gpt2`` shape, one token's 25 matrices; ``benchmarks/
+generate.py`` prints the figures): sampling a token reads every weight once, so its time
+is the bytes read over the memory bandwidth. PyTorch's fp16 matrix-vector kernel reads
+~20-27 GB/s of the ~30-45 GB/s the machine reads; :file:`cpu_kernels.c`, walking each
+weight row front to back, ~40-45 GB/s (0.84-0.9 ms against 1.4-1.8 ms). PyTorch's CPU
+attention takes ~50 µs a layer for one query over a hundred positions (~10 GB/s over the
+cache); the kernel reads the cache once. For 2-8 rows (candidates sampled together) the
+kernel uses the CPU's bf16 dot-product instruction and reads the weights once for all rows.
+
+They are compiled once per machine with the system C compiler (``-march=native``) into
+``$MIDILM_CACHE_DIR`` (default ``~/.cache/midilm``), run on PyTorch's own OpenMP threads,
+and checked against PyTorch before use. Where anything is missing (not x86-64 with
+AVX-512, no compiler, PyTorch without GNU OpenMP, a failed check) :func:`load` returns
+``None`` and the engine uses PyTorch's kernels, as before; ``MIDILM_CPU_KERNELS=0`` says
+so outright.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Block", "BlockParams", "CpuKernels", "load"]
+
+log = logging.getLogger(__name__)
+
+Linear = Callable[[torch.Tensor], torch.Tensor]
+
+#: Rows of x one pass over the weights serves in the bf16 kernel; larger products (a
+#: prompt's tokens) go to PyTorch's blocked kernels, which reuse the weights from cache.
+MAX_BF16_ROWS = 8
+
+_SOURCE = "cpu_kernels.c"
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+_LIBS = ["-lmvec", "-lm"]  # glibc's vector expf/tanhf for the softmax and the GELU
+
+_p, _i, _l = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+
+
+class CpuKernels:
+    """The compiled kernels. Tensors passed in are CPU, contiguous where said; results
+    are new float32 tensors."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._linear = library.midilm_linear
+        self._linear.argtypes = [_p, _l, _l, _p, _i, _l, _p, _p, _i, _i]
+        self._linear.restype = _i
+        self._block = library.midilm_block
+        self._block.argtypes = [_p, _l, _l, _l, _p, _i, _p, _l, _l, ctypes.c_float, _p, _i]
+        self._block.restype = _i
+        self._workspace = library.midilm_block_workspace
+        self._workspace.argtypes = [_l, _l, _l, _i]
+        self._workspace.restype = _l
+        library.midilm_has_bf16.restype = _i
+        self.dtypes = (torch.float16, torch.bfloat16) if library.midilm_has_bf16() else (
+            torch.float16,
+        )  # fmt: skip
+
+    def linear(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        gelu: bool = False,
+        many_rows: Linear | None = None,
+    ) -> Linear:
+        """``x ↦ x @ weight.T + bias`` (GELU-tanh after, if asked) for float32 ``x`` of
+        shape ``(..., in)``; ``weight`` ``(out, in)`` fp16 or bf16 contiguous. bf16
+        products of more than :data:`MAX_BF16_ROWS` rows go to ``many_rows`` (fed ``x`` in
+        bf16)."""
+        if weight.dtype not in self.dtypes or weight.dim() != 2:
+            raise ValueError(f"no CPU kernel for a {weight.dtype} weight of {tuple(weight.shape)}")
+        out_features, in_features = weight.shape
+        bias = None if bias is None else bias.float().contiguous()
+        is_bf16 = int(weight.dtype == torch.bfloat16)
+        weight = _pack_bf16(weight) if is_bf16 else weight.contiguous()
+        w_ptr, b_ptr = weight.data_ptr(), None if bias is None else bias.data_ptr()
+        run, want_gelu = self._linear, int(gelu)
+
+        def product(x: torch.Tensor) -> torch.Tensor:
+            rows = x.numel() // in_features
+            if is_bf16 and rows > MAX_BF16_ROWS and many_rows is not None:
+                return many_rows(x.to(weight.dtype))
+            x = x.float().contiguous()
+            y = torch.empty(*x.shape[:-1], out_features)
+            code = run(
+                x.data_ptr(), rows, in_features, w_ptr, is_bf16, out_features, b_ptr,
+                y.data_ptr(), want_gelu, torch.get_num_threads(),
+            )  # fmt: skip
+            if code:
+                raise RuntimeError("midilm's CPU linear kernel failed (out of memory?)")
+            return y
+
+        product.keep = (weight, bias)  # type: ignore[attr-defined]  # the kernel reads them
+        return product
+
+    def block(self, params: BlockParams, bf16: bool) -> Block:
+        """One GPT-2 block for one new position per row (see :class:`Block`)."""
+        return Block(self, params, bf16)
+
+    def workspace(self, batch: int, width: int, max_len: int) -> torch.Tensor:
+        """Scratch memory for :meth:`Block.__call__` of ``batch`` rows, reusable."""
+        threads = torch.get_num_threads()
+        return torch.empty(self._workspace(batch, width, max_len, threads))
+
+
+class _BlockStruct(ctypes.Structure):
+    _fields_ = [(name, _p) for name in (
+        "ln_1_w", "ln_1_b", "ln_2_w", "ln_2_b", "qkv_w", "proj_w", "fc_w", "out_w",
+        "qkv_b", "proj_b", "fc_b", "out_b",
+    )]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BlockParams:
+    """A pre-norm GPT-2 block: norms and biases float32, matrices ``(out, in)`` in the
+    kernels' dtype (q/k/v fused, as GPT-2 stores them)."""
+
+    ln_1_w: torch.Tensor
+    ln_1_b: torch.Tensor
+    ln_2_w: torch.Tensor
+    ln_2_b: torch.Tensor
+    qkv_w: torch.Tensor
+    proj_w: torch.Tensor
+    fc_w: torch.Tensor
+    out_w: torch.Tensor
+    qkv_b: torch.Tensor
+    proj_b: torch.Tensor
+    fc_b: torch.Tensor
+    out_b: torch.Tensor
+
+
+class Block:
+    """``block(x, kv, position, eps, workspace)``: the residual stream ``x`` ``(B, C)``
+    float32 goes through the block in place; the layer's cache ``kv`` ``(B, H, 2,
+    max_len, D)`` float32 contiguous receives the position's keys and values."""
+
+    def __init__(self, kernels: CpuKernels, params: BlockParams, bf16: bool) -> None:
+        tensors = {f.name: getattr(params, f.name) for f in fields(params)}
+        for name, tensor in tensors.items():
+            matrix = tensor.dim() == 2
+            want = (torch.bfloat16 if bf16 else torch.float16) if matrix else torch.float32
+            if tensor.dtype != want:
+                raise ValueError(f"{name}: {tensor.dtype} {tuple(tensor.shape)}, want {want}")
+            tensors[name] = _pack_bf16(tensor) if matrix and bf16 else tensor.contiguous()
+        self.tensors = tensors  # what the kernel reads, by field (bf16 matrices packed)
+        self._struct = _BlockStruct(**{n: t.data_ptr() for n, t in tensors.items()})
+        self._pointer = ctypes.addressof(self._struct)
+        self._run = kernels._block
+        self._bf16 = int(bf16)
+
+    def __call__(
+        self, x: torch.Tensor, kv: torch.Tensor, position: int, eps: float, workspace: torch.Tensor
+    ) -> None:
+        batch, width = x.shape
+        heads, max_len = kv.shape[1], kv.shape[3]
+        if not (x.is_contiguous() and kv.is_contiguous() and kv.shape[0] == batch):
+            raise ValueError("x (B, C) and the cache (B, H, 2, max_len, D) must be contiguous")
+        code = self._run(
+            x.data_ptr(), batch, width, heads, self._pointer, self._bf16, kv.data_ptr(),
+            max_len, position, eps, workspace.data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+        if code:
+            raise ValueError(f"no CPU kernel for heads of {width // heads} (a multiple of 16)")
+
+
+@cache
+def load() -> CpuKernels | None:
+    """The kernels, compiled and checked on first call; ``None`` where they cannot be
+    used here (the reason is logged at debug level)."""
+    reason = _unsupported()
+    if reason is None:
+        try:
+            kernels = CpuKernels(ctypes.CDLL(str(_build())))
+            reason = _check(kernels)
+        except (OSError, subprocess.SubprocessError, RuntimeError, ValueError) as err:
+            reason = f"could not build or load them: {err}"
+    if reason is not None:
+        log.debug("CPU kernels not used: %s", reason)
+        return None
+    return kernels
+
+
+def _unsupported() -> str | None:
+    if os.environ.get("MIDILM_CPU_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return "MIDILM_CPU_KERNELS says not to"
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"built for x86-64 Linux only, this is {platform.system()} {platform.machine()}"
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    missing = [f for f in ("avx512_f", "avx512_bw", "avx512_vl", "f16c") if not capabilities.get(f)]
+    if missing:
+        return f"the CPU lacks {', '.join(missing)}"
+    if not torch.backends.openmp.is_available() or not _torch_uses_gnu_openmp():
+        return "PyTorch does not run on GNU OpenMP (two thread pools would fight)"
+    if _compiler() is None:
+        return "no C compiler (cc or gcc, or $CC)"
+    return None
+
+
+def _torch_uses_gnu_openmp() -> bool:
+    """Whether the process already maps libgomp (PyTorch's): the kernels' ``libgomp.so.1``
+    then resolves to it, so their threads are PyTorch's."""
+    try:
+        return "libgomp" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("MIDILM_CACHE_DIR"):
+        return Path(os.environ["MIDILM_CACHE_DIR"]) / "kernels"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "midilm" / "kernels"
+
+
+def _build() -> Path:
+    """The shared library for this source, compiler and CPU, compiled if not cached (into
+    a temporary name, then renamed: concurrent first uses never load half a file)."""
+    source = resources.files("midilm.sampling").joinpath(_SOURCE).read_bytes()
+    compiler = _compiler() or "cc"
+    version = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.splitlines()[:1]
+    key = hashlib.sha256(
+        b"\0".join(
+            [source, " ".join([compiler, *_FLAGS, *_LIBS, *version]).encode(), _cpu_id().encode()]
+        )
+    ).hexdigest()[:16]
+    target = _cache_dir() / f"cpu_kernels-{key}.so"
+    if target.exists():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder = target.parent
+    except OSError:  # a read-only home: build for this process only
+        folder = Path(tempfile.mkdtemp(prefix="midilm-kernels-"))
+        target = folder / target.name
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        c_file = Path(scratch) / _SOURCE
+        c_file.write_bytes(source)
+        built = Path(scratch) / target.name
+        result = subprocess.run(
+            [compiler, *_FLAGS, str(c_file), "-o", str(built), *_LIBS],
+            check=False, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-500:]}")
+        built.replace(target)
+    return target
+
+
+def _cpu_id() -> str:
+    """What ``-march=native`` depends on: the CPU's model and flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
+    return "\n".join(sorted(set(lines)))
+
+
+def _pack_bf16(weight: torch.Tensor) -> torch.Tensor:
+    """``(out, in)`` as the bf16 kernel reads it: blocks of 32 outputs, each input pair
+    side by side, ``(ceil(out / 32), ceil(in / 2), 32, 2)``, zero-padded."""
+    out_features, in_features = weight.shape
+    padded = F.pad(weight, (0, in_features % 2, 0, -out_features % 32))
+    return padded.view(-1, 32, (in_features + 1) // 2, 2).transpose(1, 2).contiguous()
+
+
+def _check(kernels: CpuKernels) -> str | None:
+    """Compare every kernel with PyTorch on awkward shapes (widths that are not whole
+    vector blocks, more rows than one bf16 pass); a reason if any differs."""
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).div(4).to(dtype)
+
+    with torch.inference_mode():
+        for dtype in kernels.dtypes:
+            for rows, k, n in ((1, 72, 37), (3, 200, 19), (MAX_BF16_ROWS + 1, 64, 40)):
+                weight, bias, x = randn(n, k, dtype=dtype), randn(n), randn(rows, k)
+                want = F.gelu(_product(x, weight, bias), approximate="tanh")
+                if not torch.allclose(kernels.linear(weight, bias, gelu=True)(x), want, atol=1e-3):
+                    return f"the {dtype} linear kernel differs from PyTorch's"
+            for batch, heads, position in ((1, 3, 0), (MAX_BF16_ROWS + 1, 2, 6)):
+                width, max_len = 16 * heads, 8
+                params = BlockParams(
+                    *(randn(width) for _ in range(4)),
+                    randn(3 * width, width, dtype=dtype), randn(width, width, dtype=dtype),
+                    randn(4 * width, width, dtype=dtype), randn(width, 4 * width, dtype=dtype),
+                    randn(3 * width), randn(width), randn(4 * width), randn(width),
+                )  # fmt: skip
+                x, kv = randn(batch, width), randn(batch, heads, 2, max_len, 16)
+                want_x, want_kv = x.clone(), kv.clone()
+                _reference_block(want_x, want_kv, position, params)
+                kernels.block(params, dtype == torch.bfloat16)(
+                    x, kv, position, 1e-5, kernels.workspace(batch, width, max_len)
+                )
+                if not (
+                    torch.allclose(x, want_x, atol=1e-3) and torch.allclose(kv, want_kv, atol=1e-4)
+                ):
+                    return f"the {dtype} block kernel differs from PyTorch's"
+    return None
+
+
+def _product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """What the kernels compute: fp16 weights against float32 rows, bf16 against bf16."""
+    if weight.dtype == torch.bfloat16:
+        x = x.bfloat16().float()
+    return F.linear(x, weight.float(), bias)
+
+
+def _reference_block(x: torch.Tensor, kv: torch.Tensor, position: int, p: BlockParams) -> None:
+    batch, width = x.shape
+    heads, head_dim = kv.shape[1], kv.shape[-1]
+    h = F.layer_norm(x, (width,), p.ln_1_w, p.ln_1_b, 1e-5)
+    q, k, v = _product(h, p.qkv_w, p.qkv_b).view(batch, 3, heads, head_dim).unbind(1)
+    kv[:, :, 0, position], kv[:, :, 1, position] = k, v
+    past = kv[:, :, :, : position + 1]
+    attention = F.scaled_dot_product_attention(q[:, :, None], past[:, :, 0], past[:, :, 1])
+    x += _product(attention.reshape(batch, width), p.proj_w, p.proj_b)
+    h = F.layer_norm(x, (width,), p.ln_2_w, p.ln_2_b, 1e-5)
+    x += _product(F.gelu(_product(h, p.fc_w, p.fc_b), approximate="tanh"), p.out_w, p.out_b)
