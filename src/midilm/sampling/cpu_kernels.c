@@ -233,80 +233,104 @@ typedef struct {
     const float *qkv_b, *proj_b, *fc_b, *out_b;
 } Block;
 
-/* Floats of workspace midilm_block needs. */
-long midilm_block_workspace(long B, long C, long max_len, int threads) {
+/* Floats of workspace midilm_forward needs. */
+long midilm_forward_workspace(long B, long C, long max_len, int threads) {
     return B * (C + 3 * C + C + 4 * C) + B * bf16_stride(4 * C) / 2 + (long)threads * max_len + 64;
 }
 
-/* One block for one new position of B rows: x (B, C) is the residual stream, updated in
- * place; the layer's cache kv is (B, H, 2, max_len, D) contiguous (keys at 0, values at 1)
- * and receives this position's keys and values at `pos`. Returns 0, or -1 where it cannot
- * (D not a multiple of 16 up to 256, bf16 unsupported). */
-int midilm_block(float *x, long B, long C, long H, const Block *blk, int bf16, float *kv,
-                 long max_len, long pos, float eps, float *work, int threads) {
-    const long D = C / H, C3 = 3 * C, C4 = 4 * C;
+/* One block, run by every thread of a parallel region (thread t of T); see midilm_forward.
+ * Ends with a barrier, so x is whole for what comes next. */
+static void block_steps(long t, long T, float *x, long B, long C, long H, const Block *blk, int bf16,
+                        float *kv, long max_len, long pos, float eps, float *work) {
+    const long D = C / H, C3 = 3 * C, C4 = 4 * C, grain = bf16 ? PACK : 1;
+    const long s1 = bf16_stride(C), s4 = bf16_stride(C4);
+    float *h = work, *fused = h + B * C, *attn = fused + B * C3, *mlp = attn + B * C;
+    uint16_t *xb = (uint16_t *)(mlp + B * C4); /* bf16 copy of a product's input */
+    float *scores = (float *)(xb + B * s4);
+#define SPAN(n) const long lo = (n) * t / T, hi = (n) * (t + 1) / T
+#define PRODUCT_SPAN(n) long lo, hi; thread_span(n, grain, &lo, &hi)
+    { /* h = ln_1(x) */
+        SPAN(B);
+        for (long m = lo; m < hi; m++) {
+            layer_norm_row(x + m * C, C, blk->ln_1_w, blk->ln_1_b, eps, h + m * C);
+            if (bf16) to_bf16_row(h + m * C, C, xb + m * s1, s1);
+        }
+    }
+#pragma omp barrier
+    { PRODUCT_SPAN(C3); product_span(h, xb, B, C, blk->qkv_w, bf16, blk->qkv_b, fused, C3, lo, hi, STORE); }
+#pragma omp barrier
+    { /* each (row, head): its key and value into the cache, then its attention */
+        SPAN(B * H);
+        for (long item = lo; item < hi; item++) {
+            const long b = item / H, head = item % H;
+            float *keys = kv + item * 2 * max_len * D, *values = keys + max_len * D;
+            const float *row = fused + b * C3 + head * D;
+            for (long d = 0; d < D; d++) {
+                keys[pos * D + d] = row[C + d];
+                values[pos * D + d] = row[2 * C + d];
+            }
+            attend(row, keys, values, pos + 1, D, scores + t * max_len, attn + b * C + head * D);
+        }
+    }
+#pragma omp barrier
+    if (bf16) {
+        SPAN(B);
+        for (long m = lo; m < hi; m++) to_bf16_row(attn + m * C, C, xb + m * s1, s1);
+#pragma omp barrier
+    }
+    { PRODUCT_SPAN(C); product_span(attn, xb, B, C, blk->proj_w, bf16, blk->proj_b, x, C, lo, hi, ADD); }
+#pragma omp barrier
+    { /* h = ln_2(x) */
+        SPAN(B);
+        for (long m = lo; m < hi; m++) {
+            layer_norm_row(x + m * C, C, blk->ln_2_w, blk->ln_2_b, eps, h + m * C);
+            if (bf16) to_bf16_row(h + m * C, C, xb + m * s1, s1);
+        }
+    }
+#pragma omp barrier
+    { PRODUCT_SPAN(C4); product_span(h, xb, B, C, blk->fc_w, bf16, blk->fc_b, mlp, C4, lo, hi, STORE_GELU); }
+#pragma omp barrier
+    if (bf16) {
+        SPAN(B);
+        for (long m = lo; m < hi; m++) to_bf16_row(mlp + m * C4, C4, xb + m * s4, s4);
+#pragma omp barrier
+    }
+    { PRODUCT_SPAN(C); product_span(mlp, xb, B, C4, blk->out_w, bf16, blk->out_b, x, C, lo, hi, ADD); }
+#pragma omp barrier
+#undef SPAN
+#undef PRODUCT_SPAN
+}
+
+/* The whole model for one new position of B rows, in one parallel region: x (B, C), the
+ * embedded tokens, goes through every block in place; the cache kv (layers, B, H, 2,
+ * max_len, D), float32 contiguous, receives the position's keys and values at `pos`; logits
+ * (B, vocab) = head(ln_f(x)), the head (vocab, C) without bias. Matrices fp16, or bf16
+ * packed (bf16 = 1). Returns 0, or -1 where it cannot (D not a multiple of 16 up to 256,
+ * bf16 unsupported). */
+int midilm_forward(float *x, long B, long C, long H, long layers, const Block *blocks,
+                   const float *ln_f_w, const float *ln_f_b, const uint16_t *head_w, long vocab,
+                   int bf16, float *kv, long max_len, long pos, float eps, float *logits,
+                   float *work, int threads) {
+    const long D = C / H, layer_size = B * H * 2 * max_len * D, s1 = bf16_stride(C);
     if (D * H != C || D % 16 || D > 256) return -1;
 #ifndef __AVX512BF16__
     if (bf16) return -1;
 #endif
-    float *h = work, *fused = h + B * C, *attn = fused + B * C3, *mlp = attn + B * C;
-    uint16_t *xb = (uint16_t *)(mlp + B * C4); /* bf16 copy of the product's input */
-    float *scores = (float *)(xb + B * bf16_stride(C4));
-    const long s1 = bf16_stride(C), s4 = bf16_stride(C4);
+    float *h = work;
+    uint16_t *xb = (uint16_t *)(work + B * 9 * C);
 #pragma omp parallel num_threads(threads)
     {
-        const long t = omp_get_thread_num(), T = omp_get_num_threads(), grain = bf16 ? PACK : 1;
-#define SPAN(n) const long lo = (n) * t / T, hi = (n) * (t + 1) / T
-#define PRODUCT_SPAN(n) long lo, hi; thread_span(n, grain, &lo, &hi)
-        { /* h = ln_1(x) */
-            SPAN(B);
-            for (long m = lo; m < hi; m++) {
-                layer_norm_row(x + m * C, C, blk->ln_1_w, blk->ln_1_b, eps, h + m * C);
-                if (bf16) to_bf16_row(h + m * C, C, xb + m * s1, s1);
-            }
+        const long t = omp_get_thread_num(), T = omp_get_num_threads();
+        for (long layer = 0; layer < layers; layer++)
+            block_steps(t, T, x, B, C, H, blocks + layer, bf16, kv + layer * layer_size, max_len, pos, eps, work);
+        for (long m = B * t / T; m < B * (t + 1) / T; m++) {
+            layer_norm_row(x + m * C, C, ln_f_w, ln_f_b, eps, h + m * C);
+            if (bf16) to_bf16_row(h + m * C, C, xb + m * s1, s1);
         }
 #pragma omp barrier
-        { PRODUCT_SPAN(C3); product_span(h, xb, B, C, blk->qkv_w, bf16, blk->qkv_b, fused, C3, lo, hi, STORE); }
-#pragma omp barrier
-        { /* each (row, head): its key and value into the cache, then its attention */
-            SPAN(B * H);
-            for (long item = lo; item < hi; item++) {
-                const long b = item / H, head = item % H;
-                float *keys = kv + item * 2 * max_len * D, *values = keys + max_len * D;
-                const float *row = fused + b * C3 + head * D;
-                for (long d = 0; d < D; d++) {
-                    keys[pos * D + d] = row[C + d];
-                    values[pos * D + d] = row[2 * C + d];
-                }
-                attend(row, keys, values, pos + 1, D, scores + t * max_len, attn + b * C + head * D);
-            }
-        }
-#pragma omp barrier
-        if (bf16) {
-            SPAN(B);
-            for (long m = lo; m < hi; m++) to_bf16_row(attn + m * C, C, xb + m * s1, s1);
-#pragma omp barrier
-        }
-        { PRODUCT_SPAN(C); product_span(attn, xb, B, C, blk->proj_w, bf16, blk->proj_b, x, C, lo, hi, ADD); }
-#pragma omp barrier
-        { /* h = ln_2(x) */
-            SPAN(B);
-            for (long m = lo; m < hi; m++) {
-                layer_norm_row(x + m * C, C, blk->ln_2_w, blk->ln_2_b, eps, h + m * C);
-                if (bf16) to_bf16_row(h + m * C, C, xb + m * s1, s1);
-            }
-        }
-#pragma omp barrier
-        { PRODUCT_SPAN(C4); product_span(h, xb, B, C, blk->fc_w, bf16, blk->fc_b, mlp, C4, lo, hi, STORE_GELU); }
-#pragma omp barrier
-        if (bf16) {
-            SPAN(B);
-            for (long m = lo; m < hi; m++) to_bf16_row(mlp + m * C4, C4, xb + m * s4, s4);
-#pragma omp barrier
-        }
-        { PRODUCT_SPAN(C); product_span(mlp, xb, B, C4, blk->out_w, bf16, blk->out_b, x, C, lo, hi, ADD); }
-#undef SPAN
-#undef PRODUCT_SPAN
+        long lo, hi;
+        thread_span(vocab, bf16 ? PACK : 1, &lo, &hi);
+        product_span(h, xb, B, C, head_w, bf16, NULL, logits, vocab, lo, hi, STORE);
     }
     return 0;
 }

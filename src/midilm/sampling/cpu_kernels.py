@@ -28,7 +28,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Block", "BlockParams", "CpuKernels", "load"]
+__all__ = ["BlockParams", "CpuKernels", "Decoder", "fits", "load"]
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,12 @@ class CpuKernels:
         self._linear = library.midilm_linear
         self._linear.argtypes = [_p, _l, _l, _p, _i, _l, _p, _p, _i, _i]
         self._linear.restype = _i
-        self._block = library.midilm_block
-        self._block.argtypes = [_p, _l, _l, _l, _p, _i, _p, _l, _l, ctypes.c_float, _p, _i]
-        self._block.restype = _i
-        self._workspace = library.midilm_block_workspace
+        self._forward = library.midilm_forward
+        self._forward.argtypes = [
+            _p, _l, _l, _l, _l, _p, _p, _p, _p, _l, _i, _p, _l, _l, ctypes.c_float, _p, _p, _i,
+        ]  # fmt: skip
+        self._forward.restype = _i
+        self._workspace = library.midilm_forward_workspace
         self._workspace.argtypes = [_l, _l, _l, _i]
         self._workspace.restype = _l
         library.midilm_has_bf16.restype = _i
@@ -110,14 +112,15 @@ class CpuKernels:
         product.keep = (weight, bias)  # type: ignore[attr-defined]  # the kernel reads them
         return product
 
-    def block(self, params: BlockParams, bf16: bool) -> Block:
-        """One GPT-2 block for one new position per row (see :class:`Block`)."""
-        return Block(self, params, bf16)
-
-    def workspace(self, batch: int, width: int, max_len: int) -> torch.Tensor:
-        """Scratch memory for :meth:`Block.__call__` of ``batch`` rows, reusable."""
-        threads = torch.get_num_threads()
-        return torch.empty(self._workspace(batch, width, max_len, threads))
+    def decoder(
+        self,
+        blocks: Sequence[BlockParams],
+        ln_f: tuple[torch.Tensor, torch.Tensor],
+        head: torch.Tensor,
+        bf16: bool,
+    ) -> Decoder:
+        """The whole GPT-2 for one new position per row (see :class:`Decoder`)."""
+        return Decoder(self._forward, self._workspace, blocks, ln_f, head, bf16)
 
 
 class _BlockStruct(ctypes.Structure):
@@ -146,38 +149,79 @@ class BlockParams:
     out_b: torch.Tensor
 
 
-class Block:
-    """``block(x, kv, position, eps, workspace)``: the residual stream ``x`` ``(B, C)``
-    float32 goes through the block in place; the layer's cache ``kv`` ``(B, H, 2,
-    max_len, D)`` float32 contiguous receives the position's keys and values."""
+class Decoder:
+    """``decoder(x, kv, position, eps) → logits``: the embedded new position of each row,
+    ``x`` ``(B, C)`` float32 (consumed: it holds the residual stream after), through every
+    block, the final norm and the head (no bias), in one call; the cache ``kv`` ``(layers,
+    B, H, 2, max_len, D)`` float32 contiguous receives the position's keys and values.
+    Matrices fp16 (``bf16=False``) or bf16; the tensors it reads are kept here, bf16
+    matrices packed."""
 
-    def __init__(self, kernels: CpuKernels, params: BlockParams, bf16: bool) -> None:
-        tensors = {f.name: getattr(params, f.name) for f in fields(params)}
-        for name, tensor in tensors.items():
-            matrix = tensor.dim() == 2
-            want = (torch.bfloat16 if bf16 else torch.float16) if matrix else torch.float32
-            if tensor.dtype != want:
-                raise ValueError(f"{name}: {tensor.dtype} {tuple(tensor.shape)}, want {want}")
-            tensors[name] = _pack_bf16(tensor) if matrix and bf16 else tensor.contiguous()
-        self.tensors = tensors  # what the kernel reads, by field (bf16 matrices packed)
-        self._struct = _BlockStruct(**{n: t.data_ptr() for n, t in tensors.items()})
-        self._pointer = ctypes.addressof(self._struct)
-        self._run = kernels._block
+    def __init__(
+        self,
+        forward: Callable[..., int],
+        workspace: Callable[..., int],
+        blocks: Sequence[BlockParams],
+        ln_f: tuple[torch.Tensor, torch.Tensor],
+        head: torch.Tensor,
+        bf16: bool,
+    ) -> None:
+        matrix_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.blocks: list[dict[str, torch.Tensor]] = []
+        for params in blocks:
+            tensors = {f.name: getattr(params, f.name) for f in fields(params)}
+            for name, tensor in tensors.items():
+                want = matrix_dtype if tensor.dim() == 2 else torch.float32
+                if tensor.dtype != want:
+                    raise ValueError(f"{name}: {tensor.dtype} {tuple(tensor.shape)}, want {want}")
+                tensors[name] = _pack_bf16(tensor) if bf16 and tensor.dim() == 2 else (
+                    tensor.contiguous()
+                )  # fmt: skip
+            self.blocks.append(tensors)
+        if head.dtype != matrix_dtype or any(t.dtype != torch.float32 for t in ln_f):
+            raise ValueError("the head must be in the matrices' dtype, the final norm float32")
+        self.ln_f = tuple(t.contiguous() for t in ln_f)
+        self.head = _pack_bf16(head) if bf16 else head.contiguous()
+        self.vocab = head.shape[0]
+        structs = (_BlockStruct * len(self.blocks))()
+        for struct, tensors in zip(structs, self.blocks, strict=True):
+            for name, tensor in tensors.items():
+                setattr(struct, name, tensor.data_ptr())
+        self._structs = structs
+        self._forward, self._workspace_size = forward, workspace
         self._bf16 = int(bf16)
+        self._workspace = torch.empty(0)
+        self._workspace_key: tuple[int, ...] = ()
 
     def __call__(
-        self, x: torch.Tensor, kv: torch.Tensor, position: int, eps: float, workspace: torch.Tensor
-    ) -> None:
+        self, x: torch.Tensor, kv: torch.Tensor, position: int, eps: float
+    ) -> torch.Tensor:
         batch, width = x.shape
-        heads, max_len = kv.shape[1], kv.shape[3]
-        if not (x.is_contiguous() and kv.is_contiguous() and kv.shape[0] == batch):
-            raise ValueError("x (B, C) and the cache (B, H, 2, max_len, D) must be contiguous")
-        code = self._run(
-            x.data_ptr(), batch, width, heads, self._pointer, self._bf16, kv.data_ptr(),
-            max_len, position, eps, workspace.data_ptr(), torch.get_num_threads(),
+        layers, heads, max_len = kv.shape[0], kv.shape[2], kv.shape[4]
+        if layers != len(self.blocks) or kv.shape[1] != batch or kv.dtype != torch.float32:
+            raise ValueError(f"a float32 cache of {len(self.blocks)} layers and {batch} rows")
+        if not (x.is_contiguous() and kv.is_contiguous() and x.dtype == torch.float32):
+            raise ValueError("x (B, C) float32 and the cache must be contiguous")
+        threads = torch.get_num_threads()
+        key = (batch, width, max_len, threads)
+        if key != self._workspace_key:  # kept: a new one per token would cost page faults
+            self._workspace = torch.empty(self._workspace_size(batch, width, max_len, threads))
+            self._workspace_key = key
+        logits = torch.empty(batch, self.vocab)
+        code = self._forward(
+            x.data_ptr(), batch, width, heads, layers, self._structs, self.ln_f[0].data_ptr(),
+            self.ln_f[1].data_ptr(), self.head.data_ptr(), self.vocab, self._bf16,
+            kv.data_ptr(), max_len, position, eps, logits.data_ptr(),
+            self._workspace.data_ptr(), threads,
         )  # fmt: skip
         if code:
-            raise ValueError(f"no CPU kernel for heads of {width // heads} (a multiple of 16)")
+            raise ValueError(f"no CPU kernel for heads of {width // heads} (see fits())")
+        return logits
+
+
+def fits(head_dim: int) -> bool:
+    """Whether the kernels take heads of this size (whole 16-float vectors)."""
+    return head_dim % 16 == 0 and 0 < head_dim <= 256
 
 
 @cache
@@ -303,27 +347,39 @@ def _check(kernels: CpuKernels) -> str | None:
                 if not torch.allclose(kernels.linear(weight, bias, gelu=True)(x), want, atol=1e-3):
                     return f"the {dtype} linear kernel differs from PyTorch's"
             for batch, heads, position in ((1, 3, 0), (MAX_BF16_ROWS + 1, 2, 6)):
-                width, max_len = 16 * heads, 8
-                params = BlockParams(
-                    *(randn(width) for _ in range(4)),
-                    randn(3 * width, width, dtype=dtype), randn(width, width, dtype=dtype),
-                    randn(4 * width, width, dtype=dtype), randn(width, 4 * width, dtype=dtype),
-                    randn(3 * width), randn(width), randn(4 * width), randn(width),
-                )  # fmt: skip
-                x, kv = randn(batch, width), randn(batch, heads, 2, max_len, 16)
+                width, max_len, layers, vocab = 16 * heads, 8, 2, 37
+                blocks = [
+                    BlockParams(
+                        *(randn(width) for _ in range(4)),
+                        randn(3 * width, width, dtype=dtype),
+                        randn(width, width, dtype=dtype),
+                        randn(4 * width, width, dtype=dtype),
+                        randn(width, 4 * width, dtype=dtype),
+                        randn(3 * width),
+                        randn(width),
+                        randn(4 * width),
+                        randn(width),
+                    )
+                    for _ in range(layers)
+                ]
+                ln_f, head = (randn(width), randn(width)), randn(vocab, width, dtype=dtype)
+                x, kv = randn(batch, width), randn(layers, batch, heads, 2, max_len, 16)
                 want_x, want_kv = x.clone(), kv.clone()
-                _reference_block(want_x, want_kv, position, params)
-                kernels.block(params, dtype == torch.bfloat16)(
-                    x, kv, position, 1e-5, kernels.workspace(batch, width, max_len)
+                for params, layer_kv in zip(blocks, want_kv, strict=True):
+                    _reference_block(want_x, layer_kv, position, params)
+                normed = F.layer_norm(want_x, (width,), *ln_f, 1e-5)
+                want = _product(normed, head, None)
+                decoder = kernels.decoder(blocks, ln_f, head, bf16=dtype == torch.bfloat16)
+                got = decoder(x, kv, position, 1e-5)
+                close = torch.allclose(got, want, atol=1e-3) and torch.allclose(
+                    x, want_x, atol=1e-3
                 )
-                if not (
-                    torch.allclose(x, want_x, atol=1e-3) and torch.allclose(kv, want_kv, atol=1e-4)
-                ):
-                    return f"the {dtype} block kernel differs from PyTorch's"
+                if not (close and torch.allclose(kv, want_kv, atol=1e-4)):
+                    return f"the {dtype} model kernel differs from PyTorch's"
     return None
 
 
-def _product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def _product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """What the kernels compute: fp16 weights against float32 rows, bf16 against bf16."""
     if weight.dtype == torch.bfloat16:
         x = x.bfloat16().float()

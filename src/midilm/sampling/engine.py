@@ -10,22 +10,22 @@ Where the time goes on a CPU (measured on a 2-core AMD EPYC with AVX512-BF16; th
 below follow from it):
 
 - Sampling one token is a matrix-vector product per weight matrix, bound by the bytes of
-  weights read, so the matrices are read in 16 bits. For one row PyTorch's own fp16
-  matrix-vector kernel is the fastest (oneDNN's bf16 one takes ~1.35× as long, ``F.linear``
-  in bf16 ~2×, fp32 ~2.7×). For several rows (candidates sampled together, a prompt's
-  tokens) the fp16 product is slow (8 rows take ~7× one), so the matrices are bf16
-  prepacked once into oneDNN's blocked layout (``mkldnn._reorder_linear_weight``, the
-  MLP's GELU fused; unpacked bf16 is ~1.8× slower): eight rows then take ~1.4× the time
-  of one fp16 row.
+  weights read, so the matrices are read in 16 bits: fp16 for one row, bf16 for several
+  (candidates sampled together, a prompt's tokens).
+- One new position of 1-8 rows (every sampled token) runs through midilm's CPU kernels
+  (:mod:`midilm.sampling.cpu_kernels`) where the machine has them: a block per call, reading
+  each weight row once. On PyTorch's kernels the same token is ~150 small tensor operations,
+  whose overhead weighs as much as the arithmetic; the forward is 1.5-1.9× faster for one
+  row and ~2.1× for eight (``benchmarks/generate.py`` prints both).
+- Otherwise (a prompt's many tokens, more than 8 rows, a GPU, a CPU without the kernels):
+  PyTorch. For one row its own fp16 matrix-vector kernel is its fastest (oneDNN's bf16 one
+  takes ~1.35× as long); for several rows the matrices are bf16 prepacked once into
+  oneDNN's blocked layout (``mkldnn._reorder_linear_weight``, the MLP's GELU fused).
 - The residual stream, the layer norms, attention and the KV cache stay in float32:
   PyTorch's CPU attention kernel is 7-15× faster in fp32 than in fp16/bf16 for one query,
   and the logits match the fp32 model to about the rounding of the 16-bit matrices.
-  Because the cache is fp32, each forward may pick its matrices' dtype by its row count.
-  The price is bandwidth: with eight rows the fp32 keys and values of a few hundred
-  positions weigh as much as the weights.
-- What is left is ~150 small tensor operations per token (~0.6 ms at batch 1), kept to
-  one call each: one copy writes a layer's keys and values, per-layer cache views are
-  made once, no ``arange`` per token, in-place residual adds.
+  Because the cache is fp32, each forward may pick its matrices' dtype by its row count,
+  and the kernels and PyTorch may take turns on the same cache.
 
 It knows nothing about tokens, grammar or sampling: ids in, last-position logits out.
 """
@@ -125,7 +125,9 @@ class GPT2Engine:
     ``dtype`` fixes the dtype of the weight matrices; by default each forward picks it by
     the number of rows it multiplies (batch × new tokens, :func:`default_dtype`): a prompt
     of many tokens runs in the dtype made for many rows even when one candidate is sampled.
-    The cache and the residual stream are float32 on CPU, so calls may switch freely."""
+    The cache and the residual stream are float32 on CPU, so calls may switch freely.
+    ``native=False`` keeps to PyTorch's kernels (to compare with midilm's CPU kernels; the
+    environment variable ``MIDILM_CPU_KERNELS=0`` does so for every engine)."""
 
     def __init__(
         self,
@@ -161,8 +163,8 @@ class GPT2Engine:
         self._state = {k: v.detach() for k, v in model.state_dict().items()}
         self._prefix = "transformer." if "transformer.wte.weight" in self._state else ""
         # One new position per row, a few rows: midilm's CPU kernels where they run here.
-        self.kernels = cpu_kernels.load() if native and self.device.type == "cpu" else None
-        self._workspaces: dict[tuple[int, int, int], torch.Tensor] = {}
+        usable = native and self.device.type == "cpu" and cpu_kernels.fits(self.head_dim)
+        self.kernels = cpu_kernels.load() if usable else None
         self._weights: dict[torch.dtype, _Weights] = {}
         for rows in (1, 2):  # converted now, so that no forward pays for it
             self.weights(self.dtype_for(rows))
@@ -239,19 +241,14 @@ class GPT2Engine:
         return w.lm_head(last).float()
 
     def _forward_native(self, ids: torch.Tensor, cache: KVCache, w: _Weights) -> torch.Tensor:
-        """:meth:`forward` of one position per row through the CPU kernels: a call per
-        block, instead of ~25 tensor operations."""
+        """:meth:`forward` of one position per row through the CPU kernels: one call for
+        the whole model, instead of ~150 tensor operations."""
         assert w.native is not None
-        start, batch, C = cache.length, ids.shape[0], self.n_embd
-        key = (batch, cache.capacity, torch.get_num_threads())
-        if key not in self._workspaces:
-            self._workspaces = {key: self.kernels.workspace(batch, C, cache.capacity)}
-        workspace = self._workspaces[key]
+        start = cache.length
         x = torch.add(F.embedding(ids[:, 0], w.wte), w.wpe[start])  # (B, C), the residual
-        for block, (kv, _, _) in zip(w.native.blocks, cache.layer_views(), strict=True):
-            block(x, kv, start, self.eps, workspace)
+        logits = w.native(x, cache.kv, start, self.eps)
         cache.length = start + 1
-        return w.native.head(torch.layer_norm(x, (C,), w.ln_f_w, w.ln_f_b, self.eps, False))
+        return logits
 
 
 @dataclass
@@ -267,14 +264,6 @@ class _Block:
 
 
 @dataclass
-class _NativeWeights:
-    """The matrices again, as the CPU kernels read them (unpacked, biases float32)."""
-
-    blocks: list[cpu_kernels.Block]
-    head: Linear
-
-
-@dataclass
 class _Weights:
     """GPT-2's weights with the matrices in ``dtype`` (as callables, packed where the CPU
     allows), embeddings and norms in the residual stream's float32."""
@@ -287,7 +276,7 @@ class _Weights:
     ln_f_b: torch.Tensor
     lm_head: Linear
     bytes_per_token: int
-    native: _NativeWeights | None = None
+    native: cpu_kernels.Decoder | None = None  # one position, few rows: the CPU kernels
 
     @classmethod
     def convert(
@@ -341,25 +330,26 @@ class _Weights:
 def _native_convert(
     state: dict[str, torch.Tensor], prefix: str, n_layer: int, device: torch.device,
     dtype: torch.dtype, kernels: cpu_kernels.CpuKernels,
-) -> _NativeWeights:  # fmt: skip
+) -> cpu_kernels.Decoder:  # fmt: skip
     def vector(name: str) -> torch.Tensor:
-        return state[prefix + name].to(device, torch.float32).contiguous()
+        return state[prefix + name].to(device, torch.float32)
 
     def matrix(name: str) -> torch.Tensor:  # Conv1D (in, out) → (out, in)
         return state[prefix + name].t().to(device, dtype).contiguous()
 
     norms = ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias")
     layers = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
-    blocks = []
-    for i in range(n_layer):
-        params = cpu_kernels.BlockParams(
+    blocks = [
+        cpu_kernels.BlockParams(
             *(vector(f"h.{i}.{n}") for n in norms),
             *(matrix(f"h.{i}.{n}.weight") for n in layers),
             *(vector(f"h.{i}.{n}.bias") for n in layers),
         )
-        blocks.append(kernels.block(params, bf16=dtype == torch.bfloat16))
-    head = state.get("lm_head.weight", state[prefix + "wte.weight"]).to(device, dtype).contiguous()
-    return _NativeWeights(blocks, kernels.linear(head, None))
+        for i in range(n_layer)
+    ]
+    head = state.get("lm_head.weight", state[prefix + "wte.weight"]).to(device, dtype)
+    ln_f = vector("ln_f.weight"), vector("ln_f.bias")
+    return kernels.decoder(blocks, ln_f, head, bf16=dtype == torch.bfloat16)
 
 
 def _packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> Linear:
