@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -100,6 +101,26 @@ def test_a_cache_cut_to_some_rows_goes_on_through_the_kernels():
     with torch.no_grad():
         want = model(ids[2:3]).logits[:, -1]
     assert torch.allclose(got, want, atol=2e-3)
+
+
+@needs_kernels
+def test_threads_sampling_from_one_engine_at_once_get_what_each_would_alone():
+    """The server's workers share a loaded model: each thread decodes its own rows."""
+    engine = GPT2Engine(gpt2())
+    prompts = [
+        torch.randint(0, 75, (1, 30), generator=torch.Generator().manual_seed(s)) for s in range(4)
+    ]
+
+    def decode(ids: torch.Tensor) -> torch.Tensor:
+        cache = engine.new_cache(1, 32)
+        engine.forward(ids[:, :2], cache)
+        return torch.stack([engine.forward(ids[:, t : t + 1], cache) for t in range(2, 30)])
+
+    alone = [decode(ids) for ids in prompts]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(decode, prompts))
+    for one, other in zip(alone, together, strict=True):
+        assert torch.equal(one, other)
 
 
 def test_heads_the_kernel_cannot_take_run_on_pytorch():

@@ -28,6 +28,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import cache
@@ -190,8 +191,7 @@ class Decoder:
         self._structs = structs
         self._forward, self._workspace_size = forward, workspace
         self._bf16 = int(bf16)
-        self._workspace = torch.empty(0)
-        self._workspace_key: tuple[int, ...] = ()
+        self._local = threading.local()  # a workspace per thread: server workers share models
 
     def __call__(
         self, x: torch.Tensor, kv: torch.Tensor, position: int, eps: float
@@ -203,16 +203,16 @@ class Decoder:
         if not (x.is_contiguous() and kv.is_contiguous() and x.dtype == torch.float32):
             raise ValueError("x (B, C) float32 and the cache must be contiguous")
         threads = torch.get_num_threads()
-        key = (batch, width, max_len, threads)
-        if key != self._workspace_key:  # kept: a new one per token would cost page faults
-            self._workspace = torch.empty(self._workspace_size(batch, width, max_len, threads))
-            self._workspace_key = key
+        key, local = (batch, width, max_len, threads), self._local
+        if getattr(local, "key", None) != key:  # kept: a new one per token costs page faults
+            local.workspace = torch.empty(self._workspace_size(batch, width, max_len, threads))
+            local.key = key
         logits = torch.empty(batch, self.vocab)
         code = self._forward(
             x.data_ptr(), batch, width, heads, layers, self._structs, self.ln_f[0].data_ptr(),
             self.ln_f[1].data_ptr(), self.head.data_ptr(), self.vocab, self._bf16,
             kv.data_ptr(), max_len, position, eps, logits.data_ptr(),
-            self._workspace.data_ptr(), threads,
+            local.workspace.data_ptr(), threads,
         )  # fmt: skip
         if code:
             raise ValueError(f"no CPU kernel for heads of {width // heads} (see fits())")
