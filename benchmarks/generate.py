@@ -92,15 +92,13 @@ def matrices_gbs(engine: GPT2Engine, tokens: int) -> float:
         kernels = engine.kernels
         calls = [
             (
-                kernels.linear(
-                    block.tensors[f"{name}_w"], block.tensors[f"{name}_b"], gelu=name == "fc"
-                ),
+                kernels.linear(block[f"{name}_w"], block[f"{name}_b"], gelu=name == "fc"),
                 4 * width if name == "out" else width,
             )
             for block in weights.native.blocks
             for name in ("qkv", "proj", "fc", "out")
         ]
-        calls.append((weights.native.head, width))
+        calls.append((kernels.linear(weights.native.head, None), width))
         dtype = torch.float32  # the kernel reads float32 rows
     else:
         calls = [

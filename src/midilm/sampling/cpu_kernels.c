@@ -196,8 +196,10 @@ static void layer_norm_row(const float *x, long C, const float *gain, const floa
     for (long c = 0; c < C; c++) out[c] = (x[c] - mean) * scale * gain[c] + shift[c];
 }
 
-/* Softmax attention of one query over `length` keys and values (rows of D floats). */
-static void attend(const float *q, const float *keys, const float *values, long length, long D,
+/* Softmax attention of one query over `length` keys and values (fp16 rows of D). */
+static inline __m512 load_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+
+static void attend(const float *q, const uint16_t *keys, const uint16_t *values, long length, long D,
                    float *scores, float *out) {
     const long blocks = D / 16;
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)D));
@@ -205,8 +207,8 @@ static void attend(const float *q, const float *keys, const float *values, long 
     for (long i = 0; i < blocks; i++) qr[i] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * i), scale);
     float top = -FLT_MAX;
     for (long j = 0; j < length; j++) {
-        __m512 acc = _mm512_mul_ps(qr[0], _mm512_loadu_ps(keys + j * D));
-        for (long i = 1; i < blocks; i++) acc = _mm512_fmadd_ps(qr[i], _mm512_loadu_ps(keys + j * D + 16 * i), acc);
+        __m512 acc = _mm512_mul_ps(qr[0], load_f16(keys + j * D));
+        for (long i = 1; i < blocks; i++) acc = _mm512_fmadd_ps(qr[i], load_f16(keys + j * D + 16 * i), acc);
         scores[j] = _mm512_reduce_add_ps(acc);
         top = scores[j] > top ? scores[j] : top;
     }
@@ -219,7 +221,7 @@ static void attend(const float *q, const float *keys, const float *values, long 
     for (long i = 0; i < blocks; i++) o[i] = _mm512_setzero_ps();
     for (long j = 0; j < length; j++) {
         __m512 p = _mm512_set1_ps(scores[j]);
-        for (long i = 0; i < blocks; i++) o[i] = _mm512_fmadd_ps(p, _mm512_loadu_ps(values + j * D + 16 * i), o[i]);
+        for (long i = 0; i < blocks; i++) o[i] = _mm512_fmadd_ps(p, load_f16(values + j * D + 16 * i), o[i]);
     }
     const __m512 inverse = _mm512_set1_ps(1.0f / total);
     for (long i = 0; i < blocks; i++) _mm512_storeu_ps(out + 16 * i, _mm512_mul_ps(o[i], inverse));
@@ -241,7 +243,7 @@ long midilm_forward_workspace(long B, long C, long max_len, int threads) {
 /* One block, run by every thread of a parallel region (thread t of T); see midilm_forward.
  * Ends with a barrier, so x is whole for what comes next. */
 static void block_steps(long t, long T, float *x, long B, long C, long H, const Block *blk, int bf16,
-                        float *kv, long max_len, long pos, float eps, float *work) {
+                        uint16_t *kv, long max_len, long pos, float eps, float *work) {
     const long D = C / H, C3 = 3 * C, C4 = 4 * C, grain = bf16 ? PACK : 1;
     const long s1 = bf16_stride(C), s4 = bf16_stride(C4);
     float *h = work, *fused = h + B * C, *attn = fused + B * C3, *mlp = attn + B * C;
@@ -263,11 +265,13 @@ static void block_steps(long t, long T, float *x, long B, long C, long H, const 
         SPAN(B * H);
         for (long item = lo; item < hi; item++) {
             const long b = item / H, head = item % H;
-            float *keys = kv + item * 2 * max_len * D, *values = keys + max_len * D;
+            uint16_t *keys = kv + item * 2 * max_len * D, *values = keys + max_len * D;
             const float *row = fused + b * C3 + head * D;
-            for (long d = 0; d < D; d++) {
-                keys[pos * D + d] = row[C + d];
-                values[pos * D + d] = row[2 * C + d];
+            for (long d = 0; d < D; d += 16) {
+                _mm256_storeu_si256((__m256i *)(keys + pos * D + d),
+                                    _mm512_cvtps_ph(_mm512_loadu_ps(row + C + d), _MM_FROUND_TO_NEAREST_INT));
+                _mm256_storeu_si256((__m256i *)(values + pos * D + d),
+                                    _mm512_cvtps_ph(_mm512_loadu_ps(row + 2 * C + d), _MM_FROUND_TO_NEAREST_INT));
             }
             attend(row, keys, values, pos + 1, D, scores + t * max_len, attn + b * C + head * D);
         }
@@ -302,16 +306,16 @@ static void block_steps(long t, long T, float *x, long B, long C, long H, const 
 }
 
 /* The whole model for one new position of B rows, in one parallel region: x (B, C), the
- * embedded tokens, goes through every block in place; the cache kv (layers, B, H, 2,
- * max_len, D), float32 contiguous, receives the position's keys and values at `pos`; logits
- * (B, vocab) = head(ln_f(x)), the head (vocab, C) without bias. Matrices fp16, or bf16
- * packed (bf16 = 1). Returns 0, or -1 where it cannot (D not a multiple of 16 up to 256,
- * bf16 unsupported). */
+ * embedded tokens, goes through every block in place; the cache kv, fp16 (B, H, 2, max_len, D)
+ * contiguous for each layer, layer_stride halves apart, receives the position's keys and
+ * values at `pos`; logits (B, vocab) = head(ln_f(x)), the head (vocab, C) without bias.
+ * Matrices fp16, or bf16 packed (bf16 = 1). Returns 0, or -1 where it cannot (D not a
+ * multiple of 16 up to 256, bf16 unsupported). */
 int midilm_forward(float *x, long B, long C, long H, long layers, const Block *blocks,
                    const float *ln_f_w, const float *ln_f_b, const uint16_t *head_w, long vocab,
-                   int bf16, float *kv, long max_len, long pos, float eps, float *logits,
-                   float *work, int threads) {
-    const long D = C / H, layer_size = B * H * 2 * max_len * D, s1 = bf16_stride(C);
+                   int bf16, uint16_t *kv, long layer_stride, long max_len, long pos, float eps,
+                   float *logits, float *work, int threads) {
+    const long D = C / H, s1 = bf16_stride(C);
     if (D * H != C || D % 16 || D > 256) return -1;
 #ifndef __AVX512BF16__
     if (bf16) return -1;
@@ -322,7 +326,7 @@ int midilm_forward(float *x, long B, long C, long H, long layers, const Block *b
     {
         const long t = omp_get_thread_num(), T = omp_get_num_threads();
         for (long layer = 0; layer < layers; layer++)
-            block_steps(t, T, x, B, C, H, blocks + layer, bf16, kv + layer * layer_size, max_len, pos, eps, work);
+            block_steps(t, T, x, B, C, H, blocks + layer, bf16, kv + layer * layer_stride, max_len, pos, eps, work);
         for (long m = B * t / T; m < B * (t + 1) / T; m++) {
             layer_norm_row(x + m * C, C, ln_f_w, ln_f_b, eps, h + m * C);
             if (bf16) to_bf16_row(h + m * C, C, xb + m * s1, s1);

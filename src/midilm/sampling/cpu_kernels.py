@@ -65,7 +65,8 @@ class CpuKernels:
         self._linear.restype = _i
         self._forward = library.midilm_forward
         self._forward.argtypes = [
-            _p, _l, _l, _l, _l, _p, _p, _p, _p, _l, _i, _p, _l, _l, ctypes.c_float, _p, _p, _i,
+            _p, _l, _l, _l, _l, _p, _p, _p, _p, _l, _i, _p, _l, _l, _l, ctypes.c_float, _p, _p,
+            _i,
         ]  # fmt: skip
         self._forward.restype = _i
         self._workspace = library.midilm_forward_workspace
@@ -153,10 +154,11 @@ class BlockParams:
 class Decoder:
     """``decoder(x, kv, position, eps) → logits``: the embedded new position of each row,
     ``x`` ``(B, C)`` float32 (consumed: it holds the residual stream after), through every
-    block, the final norm and the head (no bias), in one call; the cache ``kv`` ``(layers,
-    B, H, 2, max_len, D)`` float32 contiguous receives the position's keys and values.
-    Matrices fp16 (``bf16=False``) or bf16; the tensors it reads are kept here, bf16
-    matrices packed."""
+    block, the final norm and the head (no bias), in one call per :data:`MAX_BF16_ROWS`
+    rows; the cache ``kv`` ``(layers, B, H, 2, max_len, D)``, fp16 contiguous (half the
+    bytes attention reads, the cache's weight with several rows), receives the position's
+    keys and values. Matrices fp16 (``bf16=False``) or bf16; the tensors it reads are kept
+    here, bf16 matrices packed."""
 
     def __init__(
         self,
@@ -198,24 +200,29 @@ class Decoder:
     ) -> torch.Tensor:
         batch, width = x.shape
         layers, heads, max_len = kv.shape[0], kv.shape[2], kv.shape[4]
-        if layers != len(self.blocks) or kv.shape[1] != batch or kv.dtype != torch.float32:
-            raise ValueError(f"a float32 cache of {len(self.blocks)} layers and {batch} rows")
+        if layers != len(self.blocks) or kv.shape[1] != batch or kv.dtype != torch.float16:
+            raise ValueError(f"an fp16 cache of {len(self.blocks)} layers and {batch} rows")
         if not (x.is_contiguous() and kv.is_contiguous() and x.dtype == torch.float32):
             raise ValueError("x (B, C) float32 and the cache must be contiguous")
         threads = torch.get_num_threads()
-        key, local = (batch, width, max_len, threads), self._local
+        rows = min(batch, MAX_BF16_ROWS)  # a pass over the weights serves this many rows
+        key, local = (rows, width, max_len, threads), self._local
         if getattr(local, "key", None) != key:  # kept: a new one per token costs page faults
-            local.workspace = torch.empty(self._workspace_size(batch, width, max_len, threads))
+            local.workspace = torch.empty(self._workspace_size(rows, width, max_len, threads))
             local.key = key
         logits = torch.empty(batch, self.vocab)
-        code = self._forward(
-            x.data_ptr(), batch, width, heads, layers, self._structs, self.ln_f[0].data_ptr(),
-            self.ln_f[1].data_ptr(), self.head.data_ptr(), self.vocab, self._bf16,
-            kv.data_ptr(), max_len, position, eps, logits.data_ptr(),
-            local.workspace.data_ptr(), threads,
-        )  # fmt: skip
-        if code:
-            raise ValueError(f"no CPU kernel for heads of {width // heads} (see fits())")
+        row_bytes = kv.stride(1) * kv.element_size()
+        for first in range(0, batch, rows):
+            count = min(rows, batch - first)
+            code = self._forward(
+                x[first].data_ptr(), count, width, heads, layers, self._structs,
+                self.ln_f[0].data_ptr(), self.ln_f[1].data_ptr(), self.head.data_ptr(),
+                self.vocab, self._bf16, kv.data_ptr() + first * row_bytes, kv.stride(0),
+                max_len, position, eps, logits[first].data_ptr(), local.workspace.data_ptr(),
+                threads,
+            )  # fmt: skip
+            if code:
+                raise ValueError(f"no CPU kernel for heads of {width // heads} (see fits())")
         return logits
 
 
@@ -363,7 +370,8 @@ def _check(kernels: CpuKernels) -> str | None:
                     for _ in range(layers)
                 ]
                 ln_f, head = (randn(width), randn(width)), randn(vocab, width, dtype=dtype)
-                x, kv = randn(batch, width), randn(layers, batch, heads, 2, max_len, 16)
+                x = randn(batch, width)
+                kv = randn(layers, batch, heads, 2, max_len, 16, dtype=torch.float16)
                 want_x, want_kv = x.clone(), kv.clone()
                 for params, layer_kv in zip(blocks, want_kv, strict=True):
                     _reference_block(want_x, layer_kv, position, params)
@@ -392,7 +400,7 @@ def _reference_block(x: torch.Tensor, kv: torch.Tensor, position: int, p: BlockP
     h = F.layer_norm(x, (width,), p.ln_1_w, p.ln_1_b, 1e-5)
     q, k, v = _product(h, p.qkv_w, p.qkv_b).view(batch, 3, heads, head_dim).unbind(1)
     kv[:, :, 0, position], kv[:, :, 1, position] = k, v
-    past = kv[:, :, :, : position + 1]
+    past = kv[:, :, :, : position + 1].float()
     attention = F.scaled_dot_product_attention(q[:, :, None], past[:, :, 0], past[:, :, 1])
     x += _product(attention.reshape(batch, width), p.proj_w, p.proj_b)
     h = F.layer_norm(x, (width,), p.ln_2_w, p.ln_2_b, 1e-5)

@@ -21,11 +21,12 @@ below follow from it):
   PyTorch. For one row its own fp16 matrix-vector kernel is its fastest (oneDNN's bf16 one
   takes ~1.35× as long); for several rows the matrices are bf16 prepacked once into
   oneDNN's blocked layout (``mkldnn._reorder_linear_weight``, the MLP's GELU fused).
-- The residual stream, the layer norms, attention and the KV cache stay in float32:
-  PyTorch's CPU attention kernel is 7-15× faster in fp32 than in fp16/bf16 for one query,
-  and the logits match the fp32 model to about the rounding of the 16-bit matrices.
-  Because the cache is fp32, each forward may pick its matrices' dtype by its row count,
-  and the kernels and PyTorch may take turns on the same cache.
+- The residual stream, the layer norms and PyTorch's attention stay in float32: PyTorch's
+  CPU attention kernel is 7-15× faster in fp32 than in fp16/bf16 for one query, and the
+  logits match the fp32 model to about the rounding of the 16-bit matrices. The KV cache
+  is fp16 where the kernels sample (with several rows its keys and values of a few hundred
+  positions weigh as much as the weights; a prompt through PyTorch upcasts what it attends
+  to), else float32. Each forward may pick its matrices' dtype by its row count.
 
 It knows nothing about tokens, grammar or sampling: ids in, last-position logits out.
 """
@@ -66,7 +67,8 @@ def default_dtype(device: torch.device, rows: int = 1) -> torch.dtype:
 class KVCache:
     """Keys and values of every layer side by side, ``kv`` is ``(layers, batch, heads, 2,
     max_len, head_dim)`` (keys at 0, values at 1, so that one copy writes both); positions
-    ``[0, length)`` are filled. Float32 on CPU (see the module docstring)."""
+    ``[0, length)`` are filled. fp16 where midilm's CPU kernels sample, else float32 on
+    CPU (see the module docstring)."""
 
     kv: torch.Tensor
     length: int = 0
@@ -125,7 +127,7 @@ class GPT2Engine:
     ``dtype`` fixes the dtype of the weight matrices; by default each forward picks it by
     the number of rows it multiplies (batch × new tokens, :func:`default_dtype`): a prompt
     of many tokens runs in the dtype made for many rows even when one candidate is sampled.
-    The cache and the residual stream are float32 on CPU, so calls may switch freely.
+    The residual stream is float32 on CPU and the cache one dtype, so calls may switch freely.
     ``native=False`` keeps to PyTorch's kernels (to compare with midilm's CPU kernels; the
     environment variable ``MIDILM_CPU_KERNELS=0`` does so for every engine)."""
 
@@ -155,16 +157,20 @@ class GPT2Engine:
         self.n_positions = config.n_positions
         self.vocab_size = config.vocab_size
         self.eps = config.layer_norm_epsilon
-        # Attention and the cache: fp32 on CPU (its fp32 kernel is the fast one); on a GPU
-        # the matrices' dtype (flash attention wants 16 bits).
         self._fixed_dtype = dtype
         self.dtype = self.dtype_for(1)  # the dtype of one row
-        self.cache_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
         self._state = {k: v.detach() for k, v in model.state_dict().items()}
         self._prefix = "transformer." if "transformer.wte.weight" in self._state else ""
-        # One new position per row, a few rows: midilm's CPU kernels where they run here.
+        # Every sampled token (one new position per row): midilm's CPU kernels where they run.
         usable = native and self.device.type == "cpu" and cpu_kernels.fits(self.head_dim)
         self.kernels = cpu_kernels.load() if usable else None
+        if self.kernels is not None and dtype is not None and dtype not in self.kernels.dtypes:
+            self.kernels = None  # matrices fixed to a dtype the kernels do not read
+        # The residual stream and PyTorch's attention: fp32 on CPU (its fp32 attention kernel
+        # is the fast one); on a GPU the matrices' dtype (flash attention wants 16 bits). The
+        # cache: fp16 where the kernels read it (PyTorch's prompts upcast what they attend to).
+        self.stream_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
+        self.cache_dtype = torch.float16 if self.kernels is not None else self.stream_dtype
         self._weights: dict[torch.dtype, _Weights] = {}
         for rows in (1, 2):  # converted now, so that no forward pays for it
             self.weights(self.dtype_for(rows))
@@ -177,8 +183,8 @@ class GPT2Engine:
         """The weights with matrices in ``dtype``, converted once (a model is small)."""
         if dtype not in self._weights:
             self._weights[dtype] = _Weights.convert(
-                self._state, self._prefix, self.n_layer, self.device, dtype, self.cache_dtype,
-                self.kernels if self.cache_dtype == torch.float32 else None,
+                self._state, self._prefix, self.n_layer, self.device, dtype, self.stream_dtype,
+                self.kernels,
             )  # fmt: skip
         return self._weights[dtype]
 
@@ -209,7 +215,7 @@ class GPT2Engine:
         dtype, C, H, D, eps = w.dtype, self.n_embd, self.n_head, self.head_dim, self.eps
         if batch != cache.batch:
             raise ValueError(f"{batch} rows of ids for a cache of {cache.batch} rows")
-        if steps == 1 and w.native is not None and batch <= cpu_kernels.MAX_BF16_ROWS:
+        if steps == 1 and w.native is not None:
             return self._forward_native(ids, cache, w)
         mask = None
         if steps == 1:
@@ -227,9 +233,9 @@ class GPT2Engine:
             qkv = block.qkv(h).view(batch, steps, 3, H, D).transpose(1, 3)  # (B, H, 3, T, D)
             past.narrow(3, start, steps).copy_(qkv.narrow(2, 1, 2))  # keys and values at once
             attn = F.scaled_dot_product_attention(
-                qkv.select(2, 0).to(self.cache_dtype),
-                keys.narrow(2, 0, end),
-                values.narrow(2, 0, end),
+                qkv.select(2, 0).to(self.stream_dtype),
+                keys.narrow(2, 0, end).to(self.stream_dtype),
+                values.narrow(2, 0, end).to(self.stream_dtype),
                 attn_mask=mask,
                 is_causal=causal,
             )  # (B, H, T, D)
