@@ -1,12 +1,12 @@
-/* One GPT-2 block for one new position of a few rows, and matrix products of a few rows,
- * on an AVX-512 CPU.
+/* A GPT-2 forward for one new position of a few rows (every sampled token), and matrix
+ * products of a few rows, on an AVX-512 CPU.
  *
  * Why they exist (cpu_kernels.py has the measurements): sampling one token reads every
  * weight once, so it is bound by memory, yet in PyTorch a small model's token is mostly
  * the overhead of ~150 small operations, and its CPU attention kernel spends ~50 us a layer
- * on one query. Here a block is one call: its matrix products walk each weight row once,
- * front to back, with the rows split between OpenMP threads (the same OpenMP runtime as
- * PyTorch's, so one thread pool) and barriers between the block's steps.
+ * on one query. Here the whole model is one call: its matrix products walk each weight row
+ * once, front to back, with the rows split between OpenMP threads (the same OpenMP runtime
+ * as PyTorch's, so one thread pool) and barriers between a block's steps.
  *
  * Built at first use by cpu_kernels.py with -march=native; every result is checked
  * against PyTorch there before it is trusted.

@@ -13,11 +13,11 @@ below follow from it):
   weights read, so the matrices are read in 16 bits: fp16 for one row, bf16 for several
   (candidates sampled together, a prompt's tokens).
 - One new position of 1-8 rows (every sampled token) runs through midilm's CPU kernels
-  (:mod:`midilm.sampling.cpu_kernels`) where the machine has them: a block per call, reading
-  each weight row once. On PyTorch's kernels the same token is ~150 small tensor operations,
-  whose overhead weighs as much as the arithmetic; the forward is 1.5-1.9× faster for one
-  row and ~2.1× for eight (``benchmarks/generate.py`` prints both).
-- Otherwise (a prompt's many tokens, more than 8 rows, a GPU, a CPU without the kernels):
+  (:mod:`midilm.sampling.cpu_kernels`) where the machine has them: the whole model in one
+  call, reading each weight row once. On PyTorch's kernels the same token is ~150 small
+  tensor operations, whose overhead weighs as much as the arithmetic; the forward is ~2.2×
+  faster for one row and ~2.6× for eight (``benchmarks/generate.py`` prints both).
+- Otherwise (a prompt's many tokens, a GPU, a CPU without the kernels):
   PyTorch. For one row its own fp16 matrix-vector kernel is its fastest (oneDNN's bf16 one
   takes ~1.35× as long); for several rows the matrices are bf16 prepacked once into
   oneDNN's blocked layout (``mkldnn._reorder_linear_weight``, the MLP's GELU fused).
