@@ -21,7 +21,7 @@ import torch
 
 from midilm.errors import MidilmError
 from midilm.sampling.engine import GPT2Engine, KVCache
-from midilm.sampling.processors import sample_next
+from midilm.sampling.processors import NEG_INF, sample_next
 from midilm.tokenization.grammar import GrammarState
 
 __all__ = ["Candidate", "SamplingError", "TokenLoop"]
@@ -99,30 +99,38 @@ class TokenLoop:
     ) -> Iterator[tuple[int, int]]:
         """Sample until every row stops; yields ``(row, id)`` as ids are chosen."""
         pad = 0
+        batch, vocab = len(candidates), self.engine.vocab_size
+        # Buffers reused every token (the loop's own costs are a tenth of a small model's
+        # token): the rows' masks, their -inf penalties, the ids fed next.
+        masked = self.use_grammar or bool(self.banned)
+        allowed = np.ones((batch, vocab), dtype=bool)
+        penalty = torch.zeros(batch, vocab)
+        fed = torch.empty(batch, 1, dtype=torch.long)
         while not all(c.done for c in candidates):
             self._check_room(cache, 1)
             logits = self.engine.forward(self._last, cache)  # (B, V)
-            allowed = None
             if self.use_grammar:
-                masks = [
-                    c.state.sampling_mask() if not c.done else _first_only(logits.shape[1])
-                    for c in candidates
-                ]
-                allowed = torch.from_numpy(np.stack(masks)).to(logits.device)
-            if self.banned:
-                if allowed is None:
-                    allowed = torch.ones_like(logits, dtype=torch.bool)
-                rows_ok = allowed.clone()
-                rows_ok[:, self.banned] = False
-                # A ban never leaves a row with nothing to choose.
-                allowed = torch.where(rows_ok.any(-1, keepdim=True), rows_ok, allowed)
+                for row, c in enumerate(candidates):
+                    allowed[row] = c.state.sampling_mask() if not c.done else _first_only(vocab)
+            if masked:
+                rows_allowed = allowed
+                if self.banned:
+                    rows_ok = allowed.copy()
+                    rows_ok[:, self.banned] = False
+                    # A ban never leaves a row with nothing to choose.
+                    rows_allowed = np.where(rows_ok.any(-1, keepdims=True), rows_ok, allowed)
+                if not rows_allowed.any(-1).all():
+                    raise ValueError("a row of the mask allows no id at all")
+                # The mask as sample_next would apply it (forbidden ids at -inf, the others as
+                # they are: bit for bit the same logits), built in numpy: one torch op a token.
+                penalty.numpy()[:] = np.where(rows_allowed, np.float32(0), np.float32(NEG_INF))
+                logits = logits + penalty.to(logits.device)
             chosen = sample_next(
                 logits,
                 self.generator,
                 temperature=self.temperature,
                 top_k=self.top_k,
                 top_p=self.top_p,
-                allowed=allowed,
             ).tolist()
             for row, candidate in enumerate(candidates):
                 if candidate.done:
@@ -137,7 +145,8 @@ class TokenLoop:
                 yield row, token_id
                 if stop(row, candidate):
                     candidate.done = True
-            self._last = torch.tensor(chosen, device=self.engine.device)[:, None]
+            fed.numpy()[:, 0] = chosen
+            self._last = fed.to(self.engine.device)
 
     def _check_room(self, cache: KVCache, needed: int) -> None:
         if cache.length + needed > cache.capacity:
