@@ -17,7 +17,8 @@ says otherwise. Figures (the last line is a JSON object with all of them):
   weight matrices alone (one token's matrix-vector products back to back, nothing else:
   the ceiling the kernel sets) as GB/s read → ``matrices_fraction_of_bandwidth``;
   the read bandwidth is noisy on a shared machine, so each round's figure over that
-  round's bound is given too (``fraction_of_bandwidth_bound_per_round``);
+  round's bound is given too (``fraction_of_bandwidth_bound_per_round``, and likewise
+  ``grammar_cost_per_round`` and ``batch8_over_batch1_per_round``);
 - midilm's CPU kernels (``midilm.sampling.cpu_kernels``, where this machine runs them) against
   the same engine on PyTorch's kernels, forward alone → ``cpu_kernels_speedup`` (batch 1)
   and ``cpu_kernels_speedup_batch8``;
@@ -251,6 +252,17 @@ def main() -> None:
         round(t * weight_bytes / (b * 1e9), 3)
         for t, b in zip(rounds["tokens_per_s_batch1"], rounds["read_bandwidth_gbs"], strict=True)
     ]
+    # The two ratios again round by round (each round runs both sides back to back).
+    grammar_per_round = [
+        round(1 - on / off, 3)
+        for on, off in zip(
+            rounds["tokens_per_s_batch1"], rounds["tokens_per_s_batch1_no_grammar"], strict=True
+        )
+    ]
+    batch8_per_round = [
+        round(b8 / b1, 2)
+        for b8, b1 in zip(rounds["batch8_tokens_per_s"], rounds["tokens_per_s_batch1"], strict=True)
+    ]
 
     small = trained_small(tok, args.train_seconds)
     small_loop = TokenLoop(GPT2Engine(small), generator=torch.Generator().manual_seed(0))
@@ -283,6 +295,8 @@ def main() -> None:
         f"({best['matrices_gbs'] / bandwidth:.2f} of the bandwidth)"
     )
     print(f"batch 1 over the bound of its own round: {per_round}")
+    print(f"grammar cost, round by round: {grammar_per_round}")
+    print(f"batch 8 over batch 1, round by round: {batch8_per_round}")
     notes = sum(len(track.pitch) for track in piece.tracks)
     print(f"compose 8 bars × 4 tracks (small preset): {compose_seconds:.2f} s, {notes} notes")
     print(f"midilm generate -o song.mid (bundled model, whole process): {default_piece:.2f} s")
@@ -314,8 +328,10 @@ def main() -> None:
         ),
         "tokens_per_s_batch1_no_grammar": round(no_grammar, 1),
         "grammar_cost": round(1 - ours / no_grammar, 3),
+        "grammar_cost_per_round": grammar_per_round,
         "batch8_tokens_per_s": round(batch8, 1),
         "batch8_over_batch1": round(batch8 / ours, 2),
+        "batch8_over_batch1_per_round": batch8_per_round,
         "compose_8x4_seconds": round(compose_seconds, 2),
         "compose_8x4_notes": notes,
         "default_piece_seconds": round(default_piece, 2),
