@@ -240,24 +240,33 @@ long midilm_forward_workspace(long B, long C, long max_len, int threads) {
     return B * (C + 3 * C + C + 4 * C) + B * bf16_stride(4 * C) / 2 + (long)threads * max_len + 64;
 }
 
+/* Thread t of T's rows of h = layer_norm(x), with their bf16 copy where the product after
+ * reads bf16. */
+static void norm_rows(long t, long T, const float *x, long B, long C, const float *gain,
+                      const float *shift, float eps, float *h, uint16_t *xb, int bf16) {
+    for (long m = B * t / T; m < B * (t + 1) / T; m++) {
+        layer_norm_row(x + m * C, C, gain, shift, eps, h + m * C);
+        if (bf16) to_bf16_row(h + m * C, C, xb + m * bf16_stride(C), bf16_stride(C));
+    }
+}
+
+/* Thread t of T's rows of x (B, K) as bf16, for the product after. */
+static void bf16_rows(long t, long T, const float *x, long B, long K, uint16_t *xb) {
+    for (long m = B * t / T; m < B * (t + 1) / T; m++) to_bf16_row(x + m * K, K, xb + m * bf16_stride(K), bf16_stride(K));
+}
+
 /* One block, run by every thread of a parallel region (thread t of T); see midilm_forward.
  * Ends with a barrier, so x is whole for what comes next. */
 static void block_steps(long t, long T, float *x, long B, long C, long H, const Block *blk, int bf16,
                         uint16_t *kv, long max_len, long pos, float eps, float *work) {
     const long D = C / H, C3 = 3 * C, C4 = 4 * C, grain = bf16 ? PACK : 1;
-    const long s1 = bf16_stride(C), s4 = bf16_stride(C4);
+    const long s4 = bf16_stride(C4);
     float *h = work, *fused = h + B * C, *attn = fused + B * C3, *mlp = attn + B * C;
     uint16_t *xb = (uint16_t *)(mlp + B * C4); /* bf16 copy of a product's input */
     float *scores = (float *)(xb + B * s4);
 #define SPAN(n) const long lo = (n) * t / T, hi = (n) * (t + 1) / T
 #define PRODUCT_SPAN(n) long lo, hi; thread_span(n, grain, &lo, &hi)
-    { /* h = ln_1(x) */
-        SPAN(B);
-        for (long m = lo; m < hi; m++) {
-            layer_norm_row(x + m * C, C, blk->ln_1_w, blk->ln_1_b, eps, h + m * C);
-            if (bf16) to_bf16_row(h + m * C, C, xb + m * s1, s1);
-        }
-    }
+    norm_rows(t, T, x, B, C, blk->ln_1_w, blk->ln_1_b, eps, h, xb, bf16);
 #pragma omp barrier
     { PRODUCT_SPAN(C3); product_span(h, xb, B, C, blk->qkv_w, bf16, blk->qkv_b, fused, C3, lo, hi, STORE); }
 #pragma omp barrier
@@ -278,25 +287,17 @@ static void block_steps(long t, long T, float *x, long B, long C, long H, const 
     }
 #pragma omp barrier
     if (bf16) {
-        SPAN(B);
-        for (long m = lo; m < hi; m++) to_bf16_row(attn + m * C, C, xb + m * s1, s1);
+        bf16_rows(t, T, attn, B, C, xb);
 #pragma omp barrier
     }
     { PRODUCT_SPAN(C); product_span(attn, xb, B, C, blk->proj_w, bf16, blk->proj_b, x, C, lo, hi, ADD); }
 #pragma omp barrier
-    { /* h = ln_2(x) */
-        SPAN(B);
-        for (long m = lo; m < hi; m++) {
-            layer_norm_row(x + m * C, C, blk->ln_2_w, blk->ln_2_b, eps, h + m * C);
-            if (bf16) to_bf16_row(h + m * C, C, xb + m * s1, s1);
-        }
-    }
+    norm_rows(t, T, x, B, C, blk->ln_2_w, blk->ln_2_b, eps, h, xb, bf16);
 #pragma omp barrier
     { PRODUCT_SPAN(C4); product_span(h, xb, B, C, blk->fc_w, bf16, blk->fc_b, mlp, C4, lo, hi, STORE_GELU); }
 #pragma omp barrier
     if (bf16) {
-        SPAN(B);
-        for (long m = lo; m < hi; m++) to_bf16_row(mlp + m * C4, C4, xb + m * s4, s4);
+        bf16_rows(t, T, mlp, B, C4, xb);
 #pragma omp barrier
     }
     { PRODUCT_SPAN(C); product_span(mlp, xb, B, C4, blk->out_w, bf16, blk->out_b, x, C, lo, hi, ADD); }
@@ -315,7 +316,7 @@ int midilm_forward(float *x, long B, long C, long H, long layers, const Block *b
                    const float *ln_f_w, const float *ln_f_b, const uint16_t *head_w, long vocab,
                    int bf16, uint16_t *kv, long layer_stride, long max_len, long pos, float eps,
                    float *logits, float *work, int threads) {
-    const long D = C / H, s1 = bf16_stride(C);
+    const long D = C / H;
     if (D * H != C || D % 16 || D > 256) return -1;
 #ifndef __AVX512BF16__
     if (bf16) return -1;
@@ -327,10 +328,7 @@ int midilm_forward(float *x, long B, long C, long H, long layers, const Block *b
         const long t = omp_get_thread_num(), T = omp_get_num_threads();
         for (long layer = 0; layer < layers; layer++)
             block_steps(t, T, x, B, C, H, blocks + layer, bf16, kv + layer * layer_stride, max_len, pos, eps, work);
-        for (long m = B * t / T; m < B * (t + 1) / T; m++) {
-            layer_norm_row(x + m * C, C, ln_f_w, ln_f_b, eps, h + m * C);
-            if (bf16) to_bf16_row(h + m * C, C, xb + m * s1, s1);
-        }
+        norm_rows(t, T, x, B, C, ln_f_w, ln_f_b, eps, h, xb, bf16);
 #pragma omp barrier
         long lo, hi;
         thread_span(vocab, bf16 ? PACK : 1, &lo, &hi);
