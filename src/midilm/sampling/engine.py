@@ -291,6 +291,7 @@ class _Weights:
     ) -> _Weights:  # fmt: skip
         packed = device.type == "cpu" and _packed_linear_works(dtype)
         read = 0  # bytes read per token
+        matrices: dict[str, torch.Tensor] = {}  # (out, in) in dtype: the CPU kernels share them
 
         def vector(name: str) -> torch.Tensor:
             nonlocal read
@@ -301,7 +302,7 @@ class _Weights:
         def linear(name: str | None, weight: torch.Tensor, gelu: bool = False) -> Linear:
             nonlocal read
             # HF GPT-2 stores linear layers as Conv1D (in, out); linear kernels want (out, in).
-            weight = weight.to(device, dtype).contiguous()
+            weight = matrices[name or "head"] = weight.to(device, dtype).contiguous()
             bias = None if name is None else state[prefix + name + ".bias"].to(device, dtype)
             read += sum(t.numel() * t.element_size() for t in (weight, bias) if t is not None)
             if packed:
@@ -329,33 +330,33 @@ class _Weights:
         head = state.get("lm_head.weight", state[prefix + "wte.weight"])
         weights = cls(dtype, wte, wpe, blocks, *ln_f, linear(None, head), read)
         if kernels is not None and dtype in kernels.dtypes:
-            weights.native = _native_convert(state, prefix, n_layer, device, dtype, kernels)
+            weights.native = _native_convert(state, prefix, n_layer, device, matrices, kernels)
         return weights
 
 
 def _native_convert(
     state: dict[str, torch.Tensor], prefix: str, n_layer: int, device: torch.device,
-    dtype: torch.dtype, kernels: cpu_kernels.CpuKernels,
+    matrices: dict[str, torch.Tensor], kernels: cpu_kernels.CpuKernels,
 ) -> cpu_kernels.Decoder:  # fmt: skip
+    """The decoder over PyTorch's own ``(out, in)`` matrices (fp16 ones shared, not
+    copied), biases and norms in float32."""
+
     def vector(name: str) -> torch.Tensor:
         return state[prefix + name].to(device, torch.float32)
-
-    def matrix(name: str) -> torch.Tensor:  # Conv1D (in, out) → (out, in)
-        return state[prefix + name].t().to(device, dtype).contiguous()
 
     norms = ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias")
     layers = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
     blocks = [
         cpu_kernels.BlockParams(
             *(vector(f"h.{i}.{n}") for n in norms),
-            *(matrix(f"h.{i}.{n}.weight") for n in layers),
+            *(matrices[f"h.{i}.{n}"] for n in layers),
             *(vector(f"h.{i}.{n}.bias") for n in layers),
         )
         for i in range(n_layer)
     ]
-    head = state.get("lm_head.weight", state[prefix + "wte.weight"]).to(device, dtype)
+    head = matrices["head"]
     ln_f = vector("ln_f.weight"), vector("ln_f.bias")
-    return kernels.decoder(blocks, ln_f, head, bf16=dtype == torch.bfloat16)
+    return kernels.decoder(blocks, ln_f, head, bf16=head.dtype == torch.bfloat16)
 
 
 def _packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> Linear:
