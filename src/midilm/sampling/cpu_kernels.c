@@ -30,7 +30,7 @@ float tanhf(float);
 #error "midilm's CPU kernels need AVX-512 (F, BW, VL)"
 #endif
 
-#define ROW_BLOCK 8 /* rows of x that share one pass over a weight row (bf16) */
+#define ROW_BLOCK 8 /* rows of x that share one pass over the bf16 weights (MAX_BF16_ROWS) */
 
 /* This thread's share [lo, hi) of n rows, cut at multiples of `grain`. */
 static void thread_span(long n, long grain, long *lo, long *hi) {
@@ -307,16 +307,15 @@ static void block_steps(long t, long T, float *x, long B, long C, long H, const 
 }
 
 /* The whole model for one new position of B rows, in one parallel region: x (B, C), the
- * embedded tokens, goes through every block in place; the cache kv, fp16 (B, H, 2, max_len, D)
- * contiguous for each layer, layer_stride halves apart, receives the position's keys and
- * values at `pos`; logits (B, vocab) = head(ln_f(x)), the head (vocab, C) without bias.
+ * embedded tokens, goes through every block in place; the cache kv, fp16 (layers, B, H, 2,
+ * max_len, D) contiguous, receives the position's keys and values at `pos`; logits (B, vocab) = head(ln_f(x)), the head (vocab, C) without bias.
  * Matrices fp16, or bf16 packed (bf16 = 1). Returns 0, or -1 where it cannot (D not a
  * multiple of 16 up to 256, bf16 unsupported). */
 int midilm_forward(float *x, long B, long C, long H, long layers, const Block *blocks,
                    const float *ln_f_w, const float *ln_f_b, const uint16_t *head_w, long vocab,
-                   int bf16, uint16_t *kv, long layer_stride, long max_len, long pos, float eps,
+                   int bf16, uint16_t *kv, long max_len, long pos, float eps,
                    float *logits, float *work, int threads) {
-    const long D = C / H;
+    const long D = C / H, layer_size = B * H * 2 * max_len * D;
     if (D * H != C || D % 16 || D > 256) return -1;
 #ifndef __AVX512BF16__
     if (bf16) return -1;
@@ -327,7 +326,7 @@ int midilm_forward(float *x, long B, long C, long H, long layers, const Block *b
     {
         const long t = omp_get_thread_num(), T = omp_get_num_threads();
         for (long layer = 0; layer < layers; layer++)
-            block_steps(t, T, x, B, C, H, blocks + layer, bf16, kv + layer * layer_stride, max_len, pos, eps, work);
+            block_steps(t, T, x, B, C, H, blocks + layer, bf16, kv + layer * layer_size, max_len, pos, eps, work);
         norm_rows(t, T, x, B, C, ln_f_w, ln_f_b, eps, h, xb, bf16);
 #pragma omp barrier
         long lo, hi;

@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 Linear = Callable[[torch.Tensor], torch.Tensor]
 
-#: Rows one pass over the bf16 weights serves (registers hold two accumulators a row);
-#: more rows take more passes.
+#: Rows one pass over the bf16 weights serves (``ROW_BLOCK`` in cpu_kernels.c: registers
+#: hold two accumulators a row); more rows take more passes. The checks cross it.
 MAX_BF16_ROWS = 8
 
 _SOURCE = "cpu_kernels.c"
@@ -66,8 +66,7 @@ class CpuKernels:
         self._linear.restype = _i
         self._forward = library.midilm_forward
         self._forward.argtypes = [
-            _p, _l, _l, _l, _l, _p, _p, _p, _p, _l, _i, _p, _l, _l, _l, ctypes.c_float, _p, _p,
-            _i,
+            _p, _l, _l, _l, _l, _p, _p, _p, _p, _l, _i, _p, _l, _l, ctypes.c_float, _p, _p, _i,
         ]  # fmt: skip
         self._forward.restype = _i
         self._workspace = library.midilm_forward_workspace
@@ -117,13 +116,6 @@ class CpuKernels:
         return Decoder(self._forward, self._workspace, blocks, ln_f, head, bf16)
 
 
-class _BlockStruct(ctypes.Structure):
-    _fields_ = [(name, _p) for name in (
-        "ln_1_w", "ln_1_b", "ln_2_w", "ln_2_b", "qkv_w", "proj_w", "fc_w", "out_w",
-        "qkv_b", "proj_b", "fc_b", "out_b",
-    )]  # fmt: skip
-
-
 @dataclass(frozen=True)
 class BlockParams:
     """A pre-norm GPT-2 block: norms and biases float32, matrices ``(out, in)`` in the
@@ -143,14 +135,19 @@ class BlockParams:
     out_b: torch.Tensor
 
 
+class _BlockStruct(ctypes.Structure):
+    """``Block`` in cpu_kernels.c: a pointer per field of :class:`BlockParams`, in order."""
+
+    _fields_ = [(f.name, _p) for f in fields(BlockParams)]
+
+
 class Decoder:
     """``decoder(x, kv, position, eps) → logits``: the embedded new position of each row,
     ``x`` ``(B, C)`` float32 (consumed: it holds the residual stream after), through every
-    block, the final norm and the head (no bias), in one call per :data:`MAX_BF16_ROWS`
-    rows; the cache ``kv`` ``(layers, B, H, 2, max_len, D)``, fp16 contiguous (half the
-    bytes attention reads, the cache's weight with several rows), receives the position's
-    keys and values. Matrices fp16 (``bf16=False``) or bf16; the tensors it reads are kept
-    here, bf16 matrices packed."""
+    block, the final norm and the head (no bias), in one call; the cache ``kv`` ``(layers,
+    B, H, 2, max_len, D)``, fp16 contiguous (half the bytes attention reads, the cache's
+    weight with several rows), receives the position's keys and values. Matrices fp16
+    (``bf16=False``) or bf16; the tensors it reads are kept here, bf16 matrices packed."""
 
     def __init__(
         self,
@@ -197,24 +194,19 @@ class Decoder:
         if not (x.is_contiguous() and kv.is_contiguous() and x.dtype == torch.float32):
             raise ValueError("x (B, C) float32 and the cache must be contiguous")
         threads = torch.get_num_threads()
-        rows = min(batch, MAX_BF16_ROWS)  # a pass over the weights serves this many rows
-        key, local = (rows, width, max_len, threads), self._local
+        key, local = (batch, width, max_len, threads), self._local
         if getattr(local, "key", None) != key:  # kept: a new one per token costs page faults
-            local.workspace = torch.empty(self._workspace_size(rows, width, max_len, threads))
+            local.workspace = torch.empty(self._workspace_size(batch, width, max_len, threads))
             local.key = key
         logits = torch.empty(batch, self.vocab)
-        row_bytes = kv.stride(1) * kv.element_size()
-        for first in range(0, batch, rows):
-            count = min(rows, batch - first)
-            code = self._forward(
-                x[first].data_ptr(), count, width, heads, layers, self._structs,
-                self.ln_f[0].data_ptr(), self.ln_f[1].data_ptr(), self.head.data_ptr(),
-                self.vocab, self._bf16, kv.data_ptr() + first * row_bytes, kv.stride(0),
-                max_len, position, eps, logits[first].data_ptr(), local.workspace.data_ptr(),
-                threads,
-            )  # fmt: skip
-            if code:
-                raise ValueError(f"no CPU kernel for heads of {width // heads} (see fits())")
+        code = self._forward(
+            x.data_ptr(), batch, width, heads, layers, self._structs, self.ln_f[0].data_ptr(),
+            self.ln_f[1].data_ptr(), self.head.data_ptr(), self.vocab, self._bf16,
+            kv.data_ptr(), max_len, position, eps, logits.data_ptr(),
+            local.workspace.data_ptr(), threads,
+        )  # fmt: skip
+        if code:
+            raise ValueError(f"no CPU kernel for heads of {width // heads} (see fits())")
         return logits
 
 

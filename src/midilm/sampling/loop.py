@@ -21,7 +21,7 @@ import torch
 
 from midilm.errors import MidilmError
 from midilm.sampling.engine import GPT2Engine, KVCache
-from midilm.sampling.processors import NEG_INF, sample_next
+from midilm.sampling.processors import sample_next
 from midilm.tokenization.grammar import GrammarState
 
 __all__ = ["Candidate", "SamplingError", "TokenLoop"]
@@ -101,36 +101,29 @@ class TokenLoop:
         pad = 0
         batch, vocab = len(candidates), self.engine.vocab_size
         # Buffers reused every token (the loop's own costs are a tenth of a small model's
-        # token): the rows' masks, their -inf penalties, the ids fed next.
-        masked = self.use_grammar or bool(self.banned)
+        # token): the rows' masks and the ids fed next.
         allowed = np.ones((batch, vocab), dtype=bool)
-        penalty = torch.zeros(batch, vocab)
         fed = torch.empty(batch, 1, dtype=torch.long)
+        masked = self.use_grammar or bool(self.banned)
         while not all(c.done for c in candidates):
             self._check_room(cache, 1)
             logits = self.engine.forward(self._last, cache)  # (B, V)
             if self.use_grammar:
                 for row, c in enumerate(candidates):
                     allowed[row] = c.state.sampling_mask() if not c.done else _first_only(vocab)
-            if masked:
-                rows_allowed = allowed
-                if self.banned:
-                    rows_ok = allowed.copy()
-                    rows_ok[:, self.banned] = False
-                    # A ban never leaves a row with nothing to choose.
-                    rows_allowed = np.where(rows_ok.any(-1, keepdims=True), rows_ok, allowed)
-                if not rows_allowed.any(-1).all():
-                    raise ValueError("a row of the mask allows no id at all")
-                # The mask as sample_next would apply it (forbidden ids at -inf, the others as
-                # they are: bit for bit the same logits), built in numpy: one torch op a token.
-                penalty.numpy()[:] = np.where(rows_allowed, np.float32(0), np.float32(NEG_INF))
-                logits = logits + penalty.to(logits.device)
+            rows_allowed = allowed
+            if self.banned:
+                rows_ok = allowed.copy()
+                rows_ok[:, self.banned] = False
+                # A ban never leaves a row with nothing to choose.
+                rows_allowed = np.where(rows_ok.any(-1, keepdims=True), rows_ok, allowed)
             chosen = sample_next(
                 logits,
                 self.generator,
                 temperature=self.temperature,
                 top_k=self.top_k,
                 top_p=self.top_p,
+                allowed=torch.from_numpy(rows_allowed).to(logits.device) if masked else None,
             ).tolist()
             for row, candidate in enumerate(candidates):
                 if candidate.done:
